@@ -1,0 +1,1245 @@
+"""An in-memory Kubernetes API server for integration tests and the no-cluster demo.
+
+It is built on ``kmock`` (the kopf author's Kubernetes API mock): :class:`DevClusterHandler`
+subclasses :class:`kmock.KubernetesEmulator`, keeps kmock's API discovery (``/api``, ``/apis``,
+``/apis/{group}/{version}``, ``/version``, fed from ``kmock.resources``) and its DSL for
+anything that is not a resource URL, and serves resource requests wholesale itself, because
+plain kmock 0.8 is not faithful enough for kopf. Relative to plain kmock 0.8, it fixes:
+
+* Metadata: ``uid``, ``resourceVersion`` (one global etcd-like counter), ``creationTimestamp``
+  and ``generation`` are assigned. ``generation`` bumps only on non-metadata changes, and for
+  resources with a status subresource only on non-status changes (and when deletion starts).
+* Optimistic concurrency: a PATCH/PUT whose body carries a stale ``metadata.resourceVersion``
+  gets ``409 Conflict``; so do stale DELETE preconditions.
+* Patching: merge-patch, JSON patch (all RFC 6902 ops; a failed ``test`` op answers ``422``,
+  which kopf relies on for finalizers) and strategic-merge (treated as merge-patch).
+  No-op writes do not bump ``resourceVersion`` and emit no watch event.
+* Watches: a bounded per-resource event log; ``resourceVersion=N`` streams only events after N
+  (no replay of ADDED on reconnects), ``timeoutSeconds`` closes the stream, BOOKMARKs are sent
+  when allowed, ``sendInitialEvents`` is honoured, and a too-old N gets a ``410`` ERROR event.
+* Label selectors (``=``, ``==``, ``!=``, ``in``, ``notin``, ``key``, ``!key``, ``>``, ``<``)
+  and field selectors (``=``, ``==``, ``!=`` on any dotted path) for list, watch and
+  deletecollection; watches see objects entering/leaving a selector as ADDED/DELETED.
+* The status subresource is separate: writes to the main resource ignore ``.status``;
+  writes to ``/status`` change only ``.status``.
+* PUT (replace) of the main resource and ``/status``, and DELETE of a collection.
+* ``generateName`` makes a name with a random suffix.
+* Background garbage collection by ``ownerReferences`` (recursive; ``Orphan`` propagation
+  strips the references instead).
+* Errors are Kubernetes ``Status`` bodies: 404 NotFound, 409 AlreadyExists/Conflict,
+  422 Invalid, 410 Expired, 400 BadRequest, 405 MethodNotAllowed, 415 UnsupportedMediaType.
+* DELETE honours finalizers; the object goes when the last finalizer is removed, and no new
+  finalizers can be added once the deletion has started.
+* A Secret's ``stringData`` is folded into base64 ``data``.
+* Throughput stays flat: kmock re-filters its whole request log on every request, so the log
+  is bounded and resource requests bypass kmock's reaction matching entirely.
+* URLs that kmock's parser rejects with a 500 (e.g. ``/api/v1/namespaces``) are served.
+
+Every resource must be declared (:class:`ResourceDecl`); CRD objects register nothing.
+
+The server runs in its own thread with its own event loop (:class:`FakeCluster`), because
+``kopf.operator()`` cancels the asyncio tasks created after it starts in its own loop.
+It is served by aiohttp's low-level server rather than ``kmock.Server``: the latter patches
+aiohttp's DNS resolver process-wide and must be exited strictly LIFO, which breaks when
+several servers in different threads stop in any order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import datetime
+import json
+import re
+import secrets
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, cast
+
+import aiohttp.web
+import attrs
+import kmock
+import yaml
+from typing_extensions import override
+
+__all__ = ["DEFAULT_RESOURCES", "DevClusterHandler", "FakeCluster", "ResourceDecl"]
+
+JsonDict = dict[str, Any]
+
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_MAIN_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+# The same alphabet as the apiserver's generateName suffixes (no vowels, no look-alikes).
+_NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# Metadata the server owns: clients cannot set or change it via writes to the main resource.
+_SERVER_OWNED_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+)
+
+
+@dataclass(frozen=True)
+class ResourceDecl:
+    """A resource served by the fake cluster (what a CRD or a built-in API would declare)."""
+
+    group: str  # "" for core
+    version: str  # "v1"
+    plural: str  # "secrets"
+    kind: str  # "Secret"
+    namespaced: bool = True
+    subresources: tuple[str, ...] = ()  # e.g. ("status",)
+    shortnames: tuple[str, ...] = ()
+    singular: str = ""  # defaults to the lowercased kind
+    # Custom resources and workloads maintain metadata.generation; Secrets, ConfigMaps,
+    # Events, Namespaces, and Leases do not have it in a real cluster.
+    generation: bool = True
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def has_status(self) -> bool:
+        return "status" in self.subresources
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+DEFAULT_RESOURCES: tuple[ResourceDecl, ...] = (
+    ResourceDecl("", "v1", "namespaces", "Namespace", namespaced=False, generation=False,
+                 subresources=("status",), shortnames=("ns",)),
+    ResourceDecl("", "v1", "secrets", "Secret", generation=False),
+    ResourceDecl("", "v1", "configmaps", "ConfigMap", generation=False, shortnames=("cm",)),
+    ResourceDecl("", "v1", "events", "Event", generation=False, shortnames=("ev",)),
+    ResourceDecl("events.k8s.io", "v1", "events", "Event", generation=False, shortnames=("ev",)),
+    ResourceDecl("apps", "v1", "deployments", "Deployment", subresources=("status",), shortnames=("deploy",)),
+    ResourceDecl("apps", "v1", "statefulsets", "StatefulSet", subresources=("status",), shortnames=("sts",)),
+    ResourceDecl("apps", "v1", "daemonsets", "DaemonSet", subresources=("status",), shortnames=("ds",)),
+    ResourceDecl("coordination.k8s.io", "v1", "leases", "Lease", generation=False),
+    ResourceDecl("tokensync.io", "v1alpha1", "clientcredentials", "ClientCredential",
+                 subresources=("status",), shortnames=("clientcred", "cc")),
+    ResourceDecl("kopf.dev", "v1", "kopfpeerings", "KopfPeering"),
+    ResourceDecl("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False),
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Errors rendered as Kubernetes Status bodies.
+# --------------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A failed request, answered with a Kubernetes ``Status`` body."""
+
+    def __init__(self, code: int, reason: str, message: str, details: JsonDict | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def body(self) -> JsonDict:
+        body: JsonDict = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+def _details(decl: ResourceDecl, name: str | None) -> JsonDict:
+    details: JsonDict = {"kind": decl.plural}
+    if decl.group:
+        details["group"] = decl.group
+    if name:
+        details["name"] = name
+    return details
+
+
+def _not_found(decl: ResourceDecl, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{decl.qualified_name} "{name}" not found', _details(decl, name))
+
+
+def _conflict(decl: ResourceDecl, name: str) -> ApiError:
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {decl.qualified_name} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        _details(decl, name),
+    )
+
+
+def _invalid(decl: ResourceDecl, name: str | None, message: str) -> ApiError:
+    return ApiError(422, "Invalid", message, _details(decl, name))
+
+
+def _bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+_NO_SUCH_PATH = ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+# --------------------------------------------------------------------------------------------
+# JSON helpers: cloning and patching.
+# --------------------------------------------------------------------------------------------
+
+
+def _clone(value: Any) -> Any:
+    # Objects are plain JSON; a JSON round-trip is faster than copy.deepcopy for them.
+    return json.loads(json.dumps(value))
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply an RFC 7386 merge patch; returns a new value and never mutates the target."""
+    if not isinstance(patch, dict):
+        return _clone(patch)
+    result: JsonDict = _clone(target) if isinstance(target, dict) else {}
+    _merge_into(result, patch)
+    return result
+
+
+def _merge_into(result: JsonDict, patch: JsonDict) -> None:
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            current = result.get(key)
+            if not isinstance(current, dict):
+                current = result[key] = {}
+            _merge_into(current, value)
+        else:
+            result[key] = _clone(value)
+
+
+class JsonPatchError(ValueError):
+    """A JSON patch cannot be applied (a failed test, a missing path, a malformed op)."""
+
+
+def _pointer(path: Any) -> list[str]:
+    if not isinstance(path, str) or (path and not path.startswith("/")):
+        raise JsonPatchError(f"invalid JSON pointer: {path!r}")
+    return [token.replace("~1", "/").replace("~0", "~") for token in path.split("/")[1:]] if path else []
+
+
+def _index(container: list[Any], token: str, *, allow_end: bool) -> int:
+    if token == "-" and allow_end:
+        return len(container)
+    if not re.fullmatch(r"0|[1-9][0-9]*", token):
+        raise JsonPatchError(f"invalid array index: {token!r}")
+    index = int(token)
+    if index > len(container) or (index == len(container) and not allow_end):
+        raise JsonPatchError(f"array index out of range: {index}")
+    return index
+
+
+def _resolve(doc: Any, tokens: list[str]) -> Any:
+    for token in tokens:
+        if isinstance(doc, dict):
+            if token not in doc:
+                raise JsonPatchError(f"path not found: /{'/'.join(tokens)}")
+            doc = doc[token]
+        elif isinstance(doc, list):
+            doc = doc[_index(doc, token, allow_end=False)]
+        else:
+            raise JsonPatchError(f"path not found: /{'/'.join(tokens)}")
+    return doc
+
+
+def _add(doc: Any, tokens: list[str], value: Any) -> Any:
+    if not tokens:
+        return value
+    parent = _resolve(doc, tokens[:-1])
+    if isinstance(parent, dict):
+        parent[tokens[-1]] = value
+    elif isinstance(parent, list):
+        parent.insert(_index(parent, tokens[-1], allow_end=True), value)
+    else:
+        raise JsonPatchError(f"cannot add to a scalar at /{'/'.join(tokens)}")
+    return doc
+
+
+def _remove(doc: Any, tokens: list[str]) -> Any:
+    if not tokens:
+        raise JsonPatchError("cannot remove the root")
+    parent = _resolve(doc, tokens[:-1])
+    if isinstance(parent, dict):
+        if tokens[-1] not in parent:
+            raise JsonPatchError(f"path not found: /{'/'.join(tokens)}")
+        return parent.pop(tokens[-1])
+    if isinstance(parent, list):
+        return parent.pop(_index(parent, tokens[-1], allow_end=False))
+    raise JsonPatchError(f"path not found: /{'/'.join(tokens)}")
+
+
+def json_patch(doc: Any, ops: Any) -> Any:
+    """Apply an RFC 6902 JSON patch; returns a new value and never mutates the document."""
+    if not isinstance(ops, list):
+        raise JsonPatchError("a JSON patch must be a list of operations")
+    result = _clone(doc)
+    for op in ops:
+        if not isinstance(op, dict) or "op" not in op:
+            raise JsonPatchError(f"malformed operation: {op!r}")
+        kind = op["op"]
+        tokens = _pointer(op.get("path"))
+        if kind in ("add", "replace", "test") and "value" not in op:
+            raise JsonPatchError(f"missing value in {op!r}")
+        if kind == "test":
+            if _resolve(result, tokens) != op["value"]:
+                raise JsonPatchError(f"test failed at {op['path']!r}")
+        elif kind == "add":
+            result = _add(result, tokens, _clone(op["value"]))
+        elif kind == "remove":
+            _remove(result, tokens)
+        elif kind == "replace":
+            if tokens:
+                _remove(result, tokens)
+            result = _add(result, tokens, _clone(op["value"]))
+        elif kind in ("move", "copy"):
+            source = _pointer(op.get("from"))
+            value = _remove(result, source) if kind == "move" else _clone(_resolve(result, source))
+            result = _add(result, tokens, value)
+        else:
+            raise JsonPatchError(f"unknown operation: {kind!r}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Selectors.
+# --------------------------------------------------------------------------------------------
+
+_LABEL_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_SET_RE = re.compile(rf"\s*(?P<key>{_LABEL_KEY})\s+(?P<op>in|notin)\s*\((?P<values>[^)]*)\)\s*")
+_CMP_RE = re.compile(rf"\s*(?P<key>{_LABEL_KEY})\s*(?P<op>==|=|!=|>|<)\s*(?P<value>{_LABEL_VALUE})\s*")
+_EXISTS_RE = re.compile(rf"\s*(?P<op>!?)\s*(?P<key>{_LABEL_KEY})\s*")
+
+
+@dataclass(frozen=True)
+class LabelRequirement:
+    key: str
+    op: str  # "=", "!=", "in", "notin", "exists", "!", ">", "<"
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        value = labels.get(self.key)
+        match self.op:
+            case "exists":
+                return present
+            case "!":
+                return not present
+            case "=" | "in":
+                return present and value in self.values
+            case "!=" | "notin":
+                return not present or value not in self.values
+            case _:  # ">" and "<" compare integers, as the apiserver does
+                try:
+                    left, right = int(value or ""), int(next(iter(self.values)))
+                except ValueError:
+                    return False
+                return left > right if self.op == ">" else left < right
+
+
+def _split_top_level(text: str) -> list[str]:
+    # Commas inside "in (a,b)" do not separate requirements.
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text:
+        depth += char == "("
+        depth -= char == ")"
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part for part in parts if part.strip()]
+
+
+def parse_label_selector(text: str) -> list[LabelRequirement]:
+    requirements: list[LabelRequirement] = []
+    for part in _split_top_level(text):
+        if m := _SET_RE.fullmatch(part):
+            values = frozenset(v.strip() for v in m["values"].split(",") if v.strip())
+            requirements.append(LabelRequirement(m["key"], m["op"], values))
+        elif m := _CMP_RE.fullmatch(part):
+            op = "=" if m["op"] == "==" else m["op"]
+            if op in (">", "<") and not re.fullmatch(r"-?[0-9]+", m["value"]):
+                raise _bad_request(f"unable to parse requirement: {part!r}: not an integer")
+            requirements.append(LabelRequirement(m["key"], op, frozenset({m["value"]})))
+        elif m := _EXISTS_RE.fullmatch(part):
+            requirements.append(LabelRequirement(m["key"], "!" if m["op"] else "exists"))
+        else:
+            raise _bad_request(f"unable to parse requirement: {part!r}")
+    return requirements
+
+
+@dataclass(frozen=True)
+class FieldRequirement:
+    path: tuple[str, ...]
+    equal: bool
+    value: str
+
+    def matches(self, obj: JsonDict) -> bool:
+        current: Any = obj
+        for key in self.path:
+            current = current.get(key) if isinstance(current, dict) else None
+        if isinstance(current, bool):
+            text = "true" if current else "false"
+        else:
+            text = "" if current is None else str(current)
+        return (text == self.value) == self.equal
+
+
+def parse_field_selector(text: str) -> list[FieldRequirement]:
+    requirements: list[FieldRequirement] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*(==|=|!=)\s*(.*?)\s*", part)
+        if not m:
+            raise _bad_request(f"invalid field selector: {part!r}")
+        requirements.append(FieldRequirement(tuple(m[1].split(".")), m[2] != "!=", m[3]))
+    return requirements
+
+
+@dataclass(frozen=True)
+class _Filter:
+    """Which objects a list, watch or deletecollection sees."""
+
+    namespace: str | None
+    labels: tuple[LabelRequirement, ...] = ()
+    fields: tuple[FieldRequirement, ...] = ()
+
+    @classmethod
+    def from_params(cls, namespace: str | None, params: Mapping[str, str], name: str | None = None) -> _Filter:
+        fields = parse_field_selector(params.get("fieldSelector", ""))
+        if name is not None:  # a watch on a named URL is a watch with a name field selector
+            fields.append(FieldRequirement(("metadata", "name"), True, name))
+        labels = parse_label_selector(params.get("labelSelector", ""))
+        return cls(namespace, tuple(labels), tuple(fields))
+
+    def matches(self, obj: JsonDict | None) -> bool:
+        if obj is None:
+            return False
+        meta = obj.get("metadata", {})
+        if self.namespace is not None and meta.get("namespace") != self.namespace:
+            return False
+        labels = meta.get("labels") or {}
+        return all(r.matches(labels) for r in self.labels) and all(r.matches(obj) for r in self.fields)
+
+
+# --------------------------------------------------------------------------------------------
+# Storage.
+# --------------------------------------------------------------------------------------------
+
+_Key = tuple[str, str]  # (namespace or "" for cluster-scoped, name)
+
+
+@dataclass(eq=False)
+class _Event:
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    obj: JsonDict
+    old: JsonDict | None  # the previous state, to see objects entering/leaving selectors
+    _json: bytes | None = None
+
+    def obj_json(self) -> bytes:
+        # Serialised once per event, however many watchers stream it.
+        if self._json is None:
+            self._json = json.dumps(self.obj).encode()
+        return self._json
+
+
+@dataclass(eq=False)
+class _Watcher:
+    filter: _Filter
+    queue: asyncio.Queue[_Event | None] = field(default_factory=asyncio.Queue)
+
+    def translate(self, event: _Event) -> str | None:
+        """The event type as this watcher sees it (None if it does not see it at all)."""
+        now = self.filter.matches(event.obj)
+        if event.type != "MODIFIED":
+            return event.type if now else None
+        before = self.filter.matches(event.old)
+        if now:
+            return "MODIFIED" if before else "ADDED"
+        return "DELETED" if before else None
+
+
+@dataclass(eq=False)
+class _ResourceState:
+    decl: ResourceDecl
+    log_size: int
+    objects: dict[_Key, JsonDict] = field(default_factory=dict)
+    log: collections.deque[_Event] = field(default_factory=collections.deque)
+    floor_rv: int = 0  # the newest resourceVersion dropped from the log; older watches get 410
+    watchers: set[_Watcher] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A resource request as served by :class:`DevClusterHandler` (bypassing kmock's parser)."""
+
+    raw: aiohttp.web.BaseRequest
+    method: str
+    params: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Target:
+    state: _ResourceState
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _owner_uids(obj: JsonDict) -> set[str]:
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return {ref["uid"] for ref in refs if isinstance(ref, dict) and isinstance(ref.get("uid"), str)}
+
+
+def _meta(obj: JsonDict, decl: ResourceDecl, name: str | None) -> JsonDict:
+    meta = obj.get("metadata")
+    if meta is None:
+        meta = obj["metadata"] = {}
+    if not isinstance(meta, dict):
+        raise _invalid(decl, name, "metadata must be an object")
+    return meta
+
+
+def _fold_string_data(decl: ResourceDecl, obj: JsonDict) -> None:
+    # The apiserver stores a Secret's write-only stringData base64-encoded into data.
+    if decl.group == "" and decl.plural == "secrets" and "stringData" in obj:
+        data = dict(obj.get("data") or {})
+        for key, value in (obj.pop("stringData") or {}).items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+
+
+def _without(obj: JsonDict, keys: Iterable[str]) -> JsonDict:
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
+@attrs.define(kw_only=True)
+class DevClusterHandler(kmock.KubernetesEmulator):
+    """kmock's Kubernetes emulator with faithful resource semantics (see the module docstring)."""
+
+    declarations: tuple[ResourceDecl, ...] = DEFAULT_RESOURCES
+    event_log_size: int = 10_000
+    bookmark_interval: float = 10.0
+    request_log_limit: int = 100
+
+    _states: dict[tuple[str, str, str], _ResourceState] = attrs.field(factory=dict, init=False)
+    _rv: int = attrs.field(default=1, init=False)
+    _uids: dict[str, tuple[_ResourceState, _Key]] = attrs.field(factory=dict, init=False)
+    _dependents: dict[str, set[tuple[_ResourceState, _Key]]] = attrs.field(factory=dict, init=False)
+    # Mutations happen in the server's loop without awaits; the lock is for readers in other threads.
+    _guard: threading.RLock = attrs.field(factory=threading.RLock, init=False)
+    _writes: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter, init=False)
+    # Watch connections opened per plural: lets tests see that clients really reconnected.
+    watch_connections: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # The kubernetes client adds trailing slashes; the apiserver serves both spellings.
+        self.fallback["get /version/"] << self._serve_server_version
+        self.fallback["get /apis/"] << self._serve_apis
+        self.fallback["get /api/"] << self._serve_api
+        for decl in self.declarations:
+            key = (decl.group, decl.version, decl.plural)
+            if key in self._states:
+                raise ValueError(f"Resource declared twice: {decl}")
+            self._states[key] = _ResourceState(decl, self.event_log_size)
+            # kmock serves the API discovery from these; kopf reads verbs & subresources there.
+            self.resources[kmock.resource(decl.group, decl.version, decl.plural)] = kmock.ResourceInfo(
+                namespaced=decl.namespaced,
+                kind=decl.kind,
+                singular=decl.singular or decl.kind.lower(),
+                shortnames=set(decl.shortnames),
+                subresources=set(decl.subresources),
+                verbs=set(_MAIN_VERBS),
+            )
+
+    # ----- thread-safe inspection (used by FakeCluster) -----
+
+    def inspect_get(self, group_version: str, plural: str, namespace: str | None, name: str) -> JsonDict | None:
+        state = self._state_by_gv(group_version, plural)
+        with self._guard:
+            obj = state.objects.get((namespace or "", name))
+            return cast(JsonDict, _clone(obj)) if obj is not None else None
+
+    def inspect_list(self, group_version: str, plural: str, namespace: str | None) -> list[JsonDict]:
+        state = self._state_by_gv(group_version, plural)
+        with self._guard:
+            objs = [obj for (ns, _), obj in sorted(state.objects.items()) if namespace is None or ns == namespace]
+            return cast(list[JsonDict], _clone(objs))
+
+    def write_counts(self) -> dict[tuple[str, str], int]:
+        with self._guard:
+            return dict(self._writes)
+
+    def reset_counts(self) -> None:
+        with self._guard:
+            self._writes.clear()
+
+    def close_watches(self) -> None:
+        """End every open watch stream (on shutdown: aiohttp waits for open handlers)."""
+        with self._guard:
+            for state in self._states.values():
+                for watcher in state.watchers:
+                    watcher.queue.put_nowait(None)
+
+    def _state_by_gv(self, group_version: str, plural: str) -> _ResourceState:
+        group, _, version = group_version.rpartition("/")
+        try:
+            return self._states[(group, version, plural)]
+        except KeyError:
+            raise KeyError(f"Undeclared resource: {group_version} {plural}") from None
+
+    # ----- request routing -----
+
+    @override
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # Resource requests are served here wholesale, before kmock sees them: kmock's URL parser
+        # fails on some Kubernetes URLs (e.g. "/api/v1/namespaces"), and its reaction matching
+        # re-filters the whole request log on every request, so it slows down quadratically.
+        try:
+            target = self._route(raw_request.path)
+            if target is None:  # discovery & non-resource URLs: kmock serves them
+                # Keep kmock's request log short so that its matching stays cheap.
+                if len(self._requests) > self.request_log_limit:
+                    del self._requests[: -self.request_log_limit]
+                return await super().__call__(raw_request)
+            call = _Call(raw_request, raw_request.method.upper(), dict(raw_request.query), await raw_request.read())
+            return await self._serve(call, target)
+        except ApiError as e:
+            return aiohttp.web.json_response(e.body(), status=e.code)
+
+    def _route(self, path: str) -> _Target | None:
+        parts = [p for p in path.split("/") if p]
+        if len(parts) >= 3 and parts[0] == "api":
+            group, version, rest = "", parts[1], parts[2:]
+        elif len(parts) >= 4 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        namespace: str | None = None
+        # "/namespaces/x/secrets" is namespaced; "/namespaces/x/status" is the Namespace's subresource.
+        if len(rest) >= 3 and rest[0] == "namespaces" and (group, version, rest[2]) in self._states:
+            namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3:
+            raise _NO_SUCH_PATH
+        state = self._states.get((group, version, rest[0]))
+        if state is None:
+            raise _NO_SUCH_PATH
+        name = rest[1] if len(rest) > 1 else None
+        subresource = rest[2] if len(rest) > 2 else None
+        if state.decl.namespaced != (namespace is not None) and (name is not None or not state.decl.namespaced):
+            raise _NO_SUCH_PATH  # a named namespaced object needs a namespace; cluster ones have none
+        if subresource is not None and subresource not in state.decl.subresources:
+            raise _NO_SUCH_PATH
+        return _Target(state, namespace, name, subresource)
+
+    async def _serve(self, request: _Call, target: _Target) -> aiohttp.web.StreamResponse:
+        method = request.method
+        decl = target.state.decl
+        if method in _WRITE_METHODS:
+            plural = f"{decl.plural}/{target.subresource}" if target.subresource else decl.plural
+            with self._guard:
+                self._writes[(plural, method)] += 1
+        params = request.params
+        name = target.name
+        if decl.namespaced and target.namespace is None and method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"{method} needs a namespace for {decl.qualified_name}")
+        if method == "GET" and params.get("watch") in ("true", "1"):
+            return await self._watch(request, target, params)
+        result: JsonDict
+        status = 200
+        with self._guard:
+            if method == "GET" and name is None:
+                result = self._list(target.state, _Filter.from_params(target.namespace, params), params)
+            elif method == "GET" and name is not None:
+                result = self._get(target.state, target.namespace, name)
+            elif method == "POST" and name is None:
+                result = self._create(target.state, target.namespace, self._body(request, dict))
+                status = 201
+            elif method == "PUT" and name is not None:
+                body = self._body(request, dict)
+                result = self._write(target, name, lambda _: body)
+            elif method == "PATCH" and name is not None:
+                result = self._write(target, name, self._patcher(request, decl, name))
+            elif method == "DELETE" and name is not None:
+                options = self._body(request, dict, optional=True) or {}
+                result = self._delete(target.state, (target.namespace or "", name), options, params)
+            elif method == "DELETE":
+                options = self._body(request, dict, optional=True) or {}
+                selection = _Filter.from_params(target.namespace, params)
+                result = self._delete_collection(target.state, selection, options, params)
+            else:
+                raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method ({method})")
+        return aiohttp.web.json_response(result, status=status)
+
+    @staticmethod
+    def _body(request: _Call, kind: type, *, optional: bool = False) -> Any:
+        if not request.body.strip() and optional:
+            return None
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            raise _bad_request("the request body is not valid JSON") from None
+        if not isinstance(body, kind):
+            raise _bad_request(f"the request body must be a JSON {kind.__name__}")
+        return body
+
+    def _patcher(self, request: _Call, decl: ResourceDecl, name: str) -> Callable[[JsonDict], Any]:
+        content_type = request.raw.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type == "application/json-patch+json":
+            ops = self._body(request, list)
+
+            def apply_json(current: JsonDict) -> JsonDict:
+                try:
+                    patched = json_patch(current, ops)
+                except JsonPatchError as e:
+                    raise _invalid(decl, name, f"the JSON patch could not be applied: {e}") from None
+                if not isinstance(patched, dict):
+                    raise _invalid(decl, name, "the patched object is not a JSON object")
+                return patched
+
+            return apply_json
+        if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            patch = self._body(request, dict)
+            return lambda current: merge_patch(current, patch)
+        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
+
+    # ----- reads -----
+
+    def _get(self, state: _ResourceState, namespace: str | None, name: str) -> JsonDict:
+        obj = state.objects.get((namespace or "", name))
+        if obj is None:
+            raise _not_found(state.decl, name)
+        return obj
+
+    def _list(self, state: _ResourceState, selection: _Filter, params: Mapping[str, str]) -> JsonDict:
+        list_rv, start = self._rv, ("", "")
+        if token := params.get("continue"):
+            try:
+                decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+                list_rv, start = int(decoded["rv"]), (str(decoded["ns"]), str(decoded["name"]))
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                raise _bad_request("invalid continue token") from None
+        # etcd lists by key, i.e. by namespace, then name.
+        keys = sorted(k for k in state.objects if not token or k > start)
+        items = [obj for key in keys if selection.matches(obj := state.objects[key])]
+        meta: JsonDict = {"resourceVersion": str(list_rv)}
+        try:
+            limit = int(params.get("limit") or 0)
+        except ValueError:
+            raise _bad_request("limit must be an integer") from None
+        if limit and len(items) > limit:
+            items = items[:limit]
+            last = items[-1]["metadata"]
+            position = {"rv": list_rv, "ns": last.get("namespace", ""), "name": last["name"]}
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+        decl = state.decl
+        return {"kind": f"{decl.kind}List", "apiVersion": decl.group_version, "metadata": meta, "items": items}
+
+    # ----- writes -----
+
+    def _next_rv(self) -> int:
+        self._rv += 1
+        return self._rv
+
+    def _record(self, state: _ResourceState, etype: str, obj: JsonDict, old: JsonDict | None) -> None:
+        event = _Event(int(obj["metadata"]["resourceVersion"]), etype, obj, old)
+        if len(state.log) >= state.log_size:
+            state.floor_rv = state.log.popleft().rv
+        state.log.append(event)
+        for watcher in state.watchers:
+            watcher.queue.put_nowait(event)
+
+    def _store(self, state: _ResourceState, key: _Key, obj: JsonDict) -> None:
+        state.objects[key] = obj
+        self._uids[obj["metadata"]["uid"]] = (state, key)
+        # Stale index entries are harmless: the collector re-checks the current ownerReferences.
+        for owner in _owner_uids(obj):
+            self._dependents.setdefault(owner, set()).add((state, key))
+
+    def _create(self, state: _ResourceState, namespace: str | None, obj: JsonDict) -> JsonDict:
+        decl = state.decl
+        meta = _meta(obj, decl, None)
+        if decl.namespaced:
+            if meta.get("namespace") not in (None, "", namespace):
+                raise _bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        name = meta.get("name")
+        if not name:
+            prefix = meta.get("generateName")
+            if not prefix or not isinstance(prefix, str):
+                raise _invalid(decl, None, "metadata.name: Required value: name or generateName is required")
+            while True:
+                name = prefix + "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
+                if (namespace or "", name) not in state.objects:
+                    break
+            meta["name"] = name
+        if not isinstance(name, str):
+            raise _invalid(decl, None, "metadata.name must be a string")
+        key = (namespace or "", name)
+        if key in state.objects:
+            raise ApiError(409, "AlreadyExists", f'{decl.qualified_name} "{name}" already exists', _details(decl, name))
+        for meta_key in (*_SERVER_OWNED_META, "resourceVersion", "selfLink", "managedFields"):
+            meta.pop(meta_key, None)
+        obj = {"apiVersion": decl.group_version, "kind": decl.kind, **obj}
+        _fold_string_data(decl, obj)
+        if decl.has_status:
+            obj.pop("status", None)  # the status is written via /status only
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = _now()
+        meta["resourceVersion"] = str(self._next_rv())
+        if decl.generation:
+            meta["generation"] = 1
+        self._store(state, key, obj)
+        self._record(state, "ADDED", obj, None)
+        return obj
+
+    def _write(self, target: _Target, name: str, change: Callable[[JsonDict], Any]) -> JsonDict:
+        """PUT or PATCH an object (or its status): ``change`` maps the current object to the desired one."""
+        state, decl = target.state, target.state.decl
+        key = (target.namespace or "", name)
+        old = state.objects.get(key)
+        if old is None:
+            raise _not_found(decl, name)
+        desired = change(old)
+        if not isinstance(desired, dict):
+            raise _bad_request("the object must be a JSON object")
+        wanted_meta = _meta(desired, decl, name)
+        wanted_rv = wanted_meta.get("resourceVersion")
+        if wanted_rv not in (None, "") and str(wanted_rv) != old["metadata"]["resourceVersion"]:
+            raise _conflict(decl, name)
+        if wanted_meta.get("name", name) != name:
+            raise _bad_request(f"the name of the object ({wanted_meta.get('name')}) does not match the URL ({name})")
+
+        new: JsonDict
+        if target.subresource == "status":
+            # Only the status changes via /status; everything else is kept as stored.
+            new = _without(old, ("status",))
+            new["metadata"] = dict(old["metadata"])
+            if desired.get("status") is not None:
+                new["status"] = desired["status"]
+        else:
+            new = desired
+            new["apiVersion"], new["kind"] = decl.group_version, decl.kind
+            if decl.has_status:  # the status changes via /status only
+                new.pop("status", None)
+                if "status" in old:
+                    new["status"] = old["status"]
+            _fold_string_data(decl, new)
+            meta = new["metadata"]
+            for meta_key in (*_SERVER_OWNED_META, "name", "namespace"):
+                meta.pop(meta_key, None)
+                if meta_key in old["metadata"]:
+                    meta[meta_key] = old["metadata"][meta_key]
+            if old["metadata"].get("deletionTimestamp"):
+                added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
+                if added:
+                    raise _invalid(decl, name, "metadata.finalizers: Forbidden: no new finalizers can be added "
+                                   "if the object is being deleted")  # fmt: skip
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        if new == old:
+            return old  # a no-op write: no new resourceVersion, no watch event (as in a real apiserver)
+
+        if decl.generation and target.subresource is None:
+            ignored = ("metadata", "status") if decl.has_status else ("metadata",)
+            if _without(new, ignored) != _without(old, ignored):
+                new["metadata"]["generation"] = old["metadata"].get("generation", 0) + 1
+        new["metadata"]["resourceVersion"] = str(self._next_rv())
+        self._store(state, key, new)
+        self._record(state, "MODIFIED", new, old)
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            return self._remove(state, key, orphan=False)
+        return new
+
+    def _delete(self, state: _ResourceState, key: _Key, options: JsonDict, params: Mapping[str, str]) -> JsonDict:
+        decl = state.decl
+        old = state.objects.get(key)
+        if old is None:
+            raise _not_found(decl, key[1])
+        preconditions = options.get("preconditions") or {}
+        for field_name in ("uid", "resourceVersion"):
+            wanted = preconditions.get(field_name)
+            if wanted not in (None, "") and str(wanted) != old["metadata"].get(field_name):
+                raise _conflict(decl, key[1])
+        policy = options.get("propagationPolicy") or params.get("propagationPolicy")
+        if old["metadata"].get("finalizers"):
+            if old["metadata"].get("deletionTimestamp"):
+                return old  # already being deleted: waiting for the finalizers
+            new = _without(old, ("metadata",))
+            new["metadata"] = dict(old["metadata"], deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
+            if decl.generation:  # the apiserver bumps the generation when the deletion starts
+                new["metadata"]["generation"] = old["metadata"].get("generation", 0) + 1
+            new["metadata"]["resourceVersion"] = str(self._next_rv())
+            self._store(state, key, new)
+            self._record(state, "MODIFIED", new, old)
+            return new
+        return self._remove(state, key, orphan=policy == "Orphan")
+
+    def _delete_collection(
+        self, state: _ResourceState, selection: _Filter, options: JsonDict, params: Mapping[str, str]
+    ) -> JsonDict:
+        deleted = [
+            self._delete(state, key, options, params)
+            for key, obj in sorted(state.objects.items())
+            if selection.matches(obj)
+        ]
+        decl = state.decl
+        meta = {"resourceVersion": str(self._rv)}
+        return {"kind": f"{decl.kind}List", "apiVersion": decl.group_version, "metadata": meta, "items": deleted}
+
+    def _remove(self, state: _ResourceState, key: _Key, *, orphan: bool) -> JsonDict:
+        """Really delete an object (no finalizers left) and let the garbage collector see it."""
+        old = state.objects.pop(key)
+        uid = old["metadata"]["uid"]
+        self._uids.pop(uid, None)
+        final = _without(old, ("metadata",))
+        final["metadata"] = dict(old["metadata"], resourceVersion=str(self._next_rv()))
+        self._record(state, "DELETED", final, old)
+        # Like the real garbage collector, collect dependents in the background, after the reply.
+        collect = self._orphan_dependents if orphan else self._collect_dependents
+        asyncio.get_running_loop().call_soon(collect, uid)
+        return final
+
+    def _dependents_of(self, owner_uid: str) -> Iterator[tuple[_ResourceState, _Key, JsonDict]]:
+        for state, key in sorted(self._dependents.pop(owner_uid, set()), key=lambda sk: sk[1]):
+            obj = state.objects.get(key)
+            if obj is not None and owner_uid in _owner_uids(obj):
+                yield state, key, obj
+
+    def _collect_dependents(self, owner_uid: str) -> None:
+        with self._guard:
+            for state, key, obj in list(self._dependents_of(owner_uid)):
+                # A dependent goes only when none of its owners exists any more.
+                if not any(uid in self._uids for uid in _owner_uids(obj)):
+                    with contextlib.suppress(ApiError):
+                        self._delete(state, key, {}, {})
+
+    def _orphan_dependents(self, owner_uid: str) -> None:
+        with self._guard:
+            for state, key, obj in list(self._dependents_of(owner_uid)):
+                new = _without(obj, ("metadata",))
+                refs = [r for r in obj["metadata"]["ownerReferences"] if r.get("uid") != owner_uid]
+                new["metadata"] = dict(obj["metadata"], ownerReferences=refs, resourceVersion=str(self._next_rv()))
+                if not refs:
+                    del new["metadata"]["ownerReferences"]
+                self._store(state, key, new)
+                self._record(state, "MODIFIED", new, obj)
+
+    # ----- watching -----
+
+    async def _watch(self, request: _Call, target: _Target, params: Mapping[str, str]) -> aiohttp.web.StreamResponse:
+        state, decl = target.state, target.state.decl
+        watcher = _Watcher(_Filter.from_params(target.namespace, params, name=target.name))
+        bookmarks = params.get("allowWatchBookmarks") in ("true", "1")
+        rv_param = params.get("resourceVersion") or ""
+        send_initial = params.get("sendInitialEvents") in ("true", "1")
+        try:
+            timeout = float(params["timeoutSeconds"]) if "timeoutSeconds" in params else None
+        except ValueError:
+            raise _bad_request("timeoutSeconds must be a number") from None
+        if timeout is None:  # the apiserver picks a random timeout of 30-60 minutes
+            timeout = 1800.0 + secrets.randbelow(1800)
+
+        lines: list[bytes] = []
+        expired = False
+        # Snapshot & subscribe atomically: no event can fall between the replay and the live stream.
+        with self._guard:
+            self.watch_connections[decl.plural] += 1
+            if send_initial or rv_param in ("", "0"):
+                for _, obj in sorted(state.objects.items()):
+                    if watcher.filter.matches(obj):
+                        lines.append(self._line("ADDED", json.dumps(obj).encode()))
+                if send_initial and bookmarks:
+                    lines.append(self._bookmark(decl, initial_events_end=True))
+            else:
+                if not rv_param.isdigit():
+                    raise _bad_request(f"invalid resourceVersion: {rv_param!r}")
+                since = int(rv_param)
+                if since < state.floor_rv:
+                    expired = True
+                else:
+                    replay = list(self._events_since(state, since))
+                    lines.extend(self._render(watcher, event) for event in replay if watcher.translate(event))
+            if not expired:
+                state.watchers.add(watcher)
+
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        try:
+            await response.prepare(request.raw)
+            if expired:
+                error = ApiError(410, "Expired", f"too old resource version: {rv_param} ({state.floor_rv})")
+                await response.write(json.dumps({"type": "ERROR", "object": error.body()}).encode() + b"\n")
+            else:
+                if lines:
+                    await response.write(b"".join(lines))
+                await self._stream(response, watcher, decl, timeout, bookmarks)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away
+        finally:
+            with self._guard:
+                state.watchers.discard(watcher)
+        return response
+
+    async def _stream(
+        self,
+        response: aiohttp.web.StreamResponse,
+        watcher: _Watcher,
+        decl: ResourceDecl,
+        lifetime: float,
+        bookmarks: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + lifetime
+        while (remaining := deadline - loop.time()) > 0:
+            wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
+            try:
+                event = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
+            except TimeoutError:
+                if bookmarks and wait < remaining:  # the closing bookmark is sent below
+                    await response.write(self._bookmark(decl))
+                continue
+            # Drain what is already queued into one write: fewer syscalls under bursts.
+            batch = [event]
+            while not watcher.queue.empty():
+                batch.append(watcher.queue.get_nowait())
+            lines = [self._render(watcher, e) for e in batch if e is not None and watcher.translate(e)]
+            if lines:
+                await response.write(b"".join(lines))
+            if None in batch:  # the server is shutting down
+                return
+        if bookmarks:  # the apiserver sends a last bookmark before closing on timeout
+            await response.write(self._bookmark(decl))
+
+    @staticmethod
+    def _events_since(state: _ResourceState, since: int) -> Iterator[_Event]:
+        newer: list[_Event] = []
+        for event in reversed(state.log):
+            if event.rv <= since:
+                break
+            newer.append(event)
+        return reversed(newer)
+
+    @staticmethod
+    def _line(etype: str, obj_json: bytes) -> bytes:
+        return b'{"type": "' + etype.encode() + b'", "object": ' + obj_json + b"}\n"
+
+    def _render(self, watcher: _Watcher, event: _Event) -> bytes:
+        etype = watcher.translate(event)
+        assert etype is not None
+        return self._line(etype, event.obj_json())
+
+    def _bookmark(self, decl: ResourceDecl, *, initial_events_end: bool = False) -> bytes:
+        with self._guard:
+            rv = self._rv  # all events up to it are already queued to every watcher
+        meta: JsonDict = {"resourceVersion": str(rv)}
+        if initial_events_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": decl.kind, "apiVersion": decl.group_version, "metadata": meta}
+        return self._line("BOOKMARK", json.dumps(obj).encode())
+
+
+# --------------------------------------------------------------------------------------------
+# The threaded server.
+# --------------------------------------------------------------------------------------------
+
+
+class FakeCluster:
+    """An in-memory Kubernetes API server on a real HTTP port, in its own thread & loop."""
+
+    def __init__(
+        self,
+        resources: Iterable[ResourceDecl] = DEFAULT_RESOURCES,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        event_log_size: int = 10_000,
+        bookmark_interval: float = 10.0,
+    ) -> None:
+        self._resources = tuple(resources)
+        self._host = host
+        self._port = port
+        self._event_log_size = event_log_size
+        self._bookmark_interval = bookmark_interval
+        self._handler: DevClusterHandler | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._handler is None:
+            raise RuntimeError("The fake cluster is not started.")
+        return f"http://{self._host}:{self._port}"
+
+    @property
+    def handler(self) -> DevClusterHandler:
+        """The kmock handler (for advanced use: kmock reactions, resources, request log)."""
+        if self._handler is None:
+            raise RuntimeError("The fake cluster is not started.")
+        return self._handler
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("The fake cluster can be started only once.")
+        self._thread = threading.Thread(target=self._run, name="devcluster", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise RuntimeError("The fake cluster failed to start.") from self._error
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None or self._stopping is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout=30)
+        self._stopping = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as e:
+            self._error = e
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        handler = DevClusterHandler(
+            declarations=self._resources,
+            event_log_size=self._event_log_size,
+            bookmark_interval=self._bookmark_interval,
+        )
+        # Cancel the handlers of gone clients, so that abandoned watches do not pile up.
+        server = aiohttp.web.Server(handler, handler_cancellation=True, access_log=None)
+        runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = aiohttp.web.TCPSite(runner, self._host, self._port)
+            await site.start()
+            self._port = int(runner.addresses[0][1])
+            async with handler:
+                self._loop = asyncio.get_running_loop()
+                self._stopping = asyncio.Event()
+                self._handler = handler
+                self._ready.set()
+                await self._stopping.wait()
+                handler.close_watches()
+        finally:
+            await runner.cleanup()
+
+    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        """Write a kubeconfig (no auth) pointing at this server; returns the path."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "devcluster", "cluster": {"server": self.url}}],
+            "users": [{"name": "devcluster", "user": {}}],
+            "contexts": [
+                {
+                    "name": "devcluster",
+                    "context": {"cluster": "devcluster", "user": "devcluster", "namespace": namespace},
+                }
+            ],
+            "current-context": "devcluster",
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def get(self, group_version: str, plural: str, namespace: str | None, name: str) -> JsonDict | None:
+        """A deep copy of the stored object, or None if it does not exist."""
+        return self.handler.inspect_get(group_version, plural, namespace, name)
+
+    def list(self, group_version: str, plural: str, namespace: str | None = None) -> list[JsonDict]:
+        """Deep copies of the stored objects (of all namespaces if ``namespace`` is None)."""
+        return self.handler.inspect_list(group_version, plural, namespace)
+
+    def write_counts(self) -> dict[tuple[str, str], int]:
+        """Write requests per (plural, HTTP verb); status writes count as ``"plural/status"``."""
+        return self.handler.write_counts()
+
+    def reset_counts(self) -> None:
+        self.handler.reset_counts()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tokensync.devcluster", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig pointing at the server")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with FakeCluster(host=args.host, port=args.port) as cluster:
+        print(f"Serving a fake Kubernetes API at {cluster.url}", flush=True)
+        if args.kubeconfig:
+            cluster.write_kubeconfig(args.kubeconfig)
+            print(f"Kubeconfig written to {args.kubeconfig}", flush=True)
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+    print("Stopped.", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

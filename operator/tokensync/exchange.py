@@ -1,0 +1,443 @@
+"""The token exchange over httpx: two dialects, TLS, limits, error classification.
+
+Every failure is an ``ExchangeError`` carrying a ``Reason`` (what status says),
+the HTTP status and the endpoint's error code when there was one, a
+``Retry-After`` when given, and a short message that never holds a secret::
+
+    ExchangeError
+    ├── HostNotAllowedError        the URL's host is not on the operator's allowlist
+    ├── EndpointUnreachableError   connect error, TLS failure, timeout  → EndpointUnavailable
+    ├── EndpointRejectedError      4xx: InvalidRequest, InvalidCredentials, Forbidden,
+    │                              EndpointNotFound, RateLimited (+ 3xx: redirects are not followed)
+    ├── EndpointFailedError        5xx                                   → EndpointUnavailable
+    └── InvalidResponseError       200 that is not a token, or a body over the size cap
+
+Each dialect is a pure ``build_*_request``/``parse_*_response`` pair; ``exchange()``
+sends either one the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import ssl
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import certifi
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from . import __version__
+from .models import (
+    ClientAuthentication,
+    ClientCredentialSpec,
+    OAuth2ErrorBody,
+    OAuth2TokenResponse,
+    PalisadeErrorBody,
+    PalisadeTokenResponse,
+    Provider,
+    Reason,
+)
+
+USER_AGENT = f"tokensync/{__version__} (+https://tokensync.io)"
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_MESSAGE_CHARS = 256
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=10.0, write=10.0, pool=10.0)
+#: The whole exchange, including a slow trickle of bytes that a read timeout would not catch.
+DEFAULT_DEADLINE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, repr=False)
+class ClientCredentials:
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback
+        return f"ClientCredentials(client_id={self.client_id!r}, client_secret=<redacted>)"
+
+
+@dataclass(frozen=True, repr=False)
+class IssuedToken:
+    """A token as either dialect returns it, normalised."""
+
+    access_token: str
+    token_type: str
+    scope: str
+    expires_in: int
+
+    def __repr__(self) -> str:
+        return f"IssuedToken(token_type={self.token_type!r}, scope={self.scope!r}, expires_in={self.expires_in})"
+
+
+# Errors --------------------------------------------------------------------------------------
+
+
+class ExchangeError(Exception):
+    """A failed exchange, classified. ``str()`` is safe to log and to put in status."""
+
+    reason: Reason = Reason.ENDPOINT_UNAVAILABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Reason | None = None,
+        http_status: int | None = None,
+        code: int | None = None,
+        retry_after: timedelta | None = None,
+    ) -> None:
+        self.message = _cap(message)
+        if reason is not None:
+            self.reason = reason
+        self.http_status = http_status
+        self.code = code
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class HostNotAllowedError(ExchangeError):
+    reason = Reason.HOST_NOT_ALLOWED
+
+
+class EndpointUnreachableError(ExchangeError):
+    reason = Reason.ENDPOINT_UNAVAILABLE
+
+
+class EndpointRejectedError(ExchangeError):
+    reason = Reason.INVALID_REQUEST
+
+
+class EndpointFailedError(ExchangeError):
+    reason = Reason.ENDPOINT_UNAVAILABLE
+
+
+class InvalidResponseError(ExchangeError):
+    reason = Reason.INVALID_RESPONSE
+
+
+#: 4xx statuses with a meaning of their own; any other 4xx is an InvalidRequest.
+REJECTION_REASONS: dict[int, Reason] = {
+    400: Reason.INVALID_REQUEST,
+    401: Reason.INVALID_CREDENTIALS,
+    403: Reason.FORBIDDEN,
+    404: Reason.ENDPOINT_NOT_FOUND,
+    405: Reason.ENDPOINT_NOT_FOUND,
+    429: Reason.RATE_LIMITED,
+}
+
+#: RFC 6749 §5.2 error codes that say more than the HTTP status does.
+OAUTH2_ERROR_REASONS: dict[str, Reason] = {
+    "invalid_client": Reason.INVALID_CREDENTIALS,
+    "unauthorized_client": Reason.FORBIDDEN,
+    "access_denied": Reason.FORBIDDEN,
+    "invalid_request": Reason.INVALID_REQUEST,
+    "invalid_grant": Reason.INVALID_REQUEST,
+    "invalid_scope": Reason.INVALID_REQUEST,
+    "unsupported_grant_type": Reason.INVALID_REQUEST,
+}
+
+_STATUS_HINTS: dict[Reason, str] = {
+    Reason.INVALID_REQUEST: "the endpoint rejected the request",
+    Reason.INVALID_CREDENTIALS: "the endpoint rejected the client credentials",
+    Reason.FORBIDDEN: "the endpoint refused access (for Palisade, check the credential's IP allowlist)",
+    Reason.ENDPOINT_NOT_FOUND: "the token URL was not found",
+    Reason.RATE_LIMITED: "the endpoint is rate-limiting requests",
+}
+
+
+def _cap(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Remove every secret from ``text`` (an endpoint may echo what it was sent)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+def parse_retry_after(value: str | None) -> timedelta | None:
+    """``Retry-After`` as delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+        when = parsedate_to_datetime(value)
+        return max(when - datetime.now(UTC), timedelta(0))
+    return None
+
+
+def host_allowed(url: str, allowed_hosts: Iterable[str]) -> bool:
+    """The URL's host name must equal an allowed name exactly (any port; nothing is resolved)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return bool(host) and host in {h.lower().rstrip(".") for h in allowed_hosts}
+
+
+# Dialects: pure request building and response parsing ----------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    url: str
+    headers: dict[str, str]
+    content: bytes
+    #: Values that must never appear in a message built from the response.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+def build_palisade_request(url: str, credentials: ClientCredentials) -> TokenRequest:
+    body = json.dumps({"clientId": credentials.client_id, "clientSecret": credentials.client_secret})
+    return TokenRequest(
+        url=url,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        content=body.encode(),
+        secrets=(credentials.client_secret,),
+    )
+
+
+def build_oauth2_request(url: str, credentials: ClientCredentials, spec: ClientCredentialSpec) -> TokenRequest:
+    form: dict[str, str] = {**spec.extra_params, "grant_type": "client_credentials"}
+    if spec.scopes:
+        form["scope"] = " ".join(spec.scopes)
+    if spec.audience:
+        form["audience"] = spec.audience
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    if spec.client_authentication is ClientAuthentication.POST:
+        form["client_id"] = credentials.client_id
+        form["client_secret"] = credentials.client_secret
+    else:
+        # RFC 6749 §2.3.1: form-encode id and secret before the Basic encoding.
+        pair = f"{quote(credentials.client_id, safe='')}:{quote(credentials.client_secret, safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    return TokenRequest(
+        url=url, headers=headers, content=urlencode(form).encode(), secrets=(credentials.client_secret,)
+    )
+
+
+def build_request(spec: ClientCredentialSpec, url: str, credentials: ClientCredentials) -> TokenRequest:
+    if spec.provider is Provider.OAUTH2:
+        return build_oauth2_request(url, credentials, spec)
+    return build_palisade_request(url, credentials)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _describe_body(body: bytes, content_type: str) -> str:
+    """A short, safe description of a body we could not use (never the body of a 200)."""
+    if not body.strip():
+        return "an empty body"
+    if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
+        return "an HTML page (a proxy or load balancer answered?)"
+    return f"a body that is not the expected JSON ({content_type or 'no content type'})"
+
+
+def _field_errors(exc: ValidationError) -> str:
+    # Only locations and error kinds: pydantic's default text would echo the input values.
+    parts = [f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()]
+    return "; ".join(parts[:4])
+
+
+def parse_success(provider: Provider, body: bytes) -> IssuedToken:
+    data = _json(body)
+    if not isinstance(data, dict):
+        raise InvalidResponseError("the endpoint answered 200 with a body that is not a JSON object", http_status=200)
+    model: type[BaseModel] = OAuth2TokenResponse if provider is Provider.OAUTH2 else PalisadeTokenResponse
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidResponseError(
+            f"the endpoint answered 200 without a usable token ({_field_errors(exc)})", http_status=200
+        ) from None  # the ValidationError holds the token: do not chain it
+    if isinstance(parsed, PalisadeTokenResponse):
+        return IssuedToken(parsed.access_token, parsed.token_type, parsed.scope, parsed.expires_in)
+    assert isinstance(parsed, OAuth2TokenResponse)
+    if parsed.expires_in is None:
+        raise InvalidResponseError(
+            "the endpoint answered 200 without expires_in: tokensync needs the token's lifetime",
+            http_status=200,
+        )
+    return IssuedToken(parsed.access_token, parsed.token_type, parsed.scope, parsed.expires_in)
+
+
+def parse_failure(
+    provider: Provider, status: int, headers: httpx.Headers, body: bytes, secrets: Iterable[str] = ()
+) -> ExchangeError:
+    """Classify a non-200 answer."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    content_type = headers.get("content-type", "")
+    code: int | None = None
+    detail: str | None = None
+    oauth_reason: Reason | None = None
+    data = _json(body)
+    if isinstance(data, dict):
+        with contextlib.suppress(ValidationError):
+            if provider is Provider.OAUTH2:
+                oauth = OAuth2ErrorBody.model_validate(data)
+                oauth_reason = OAUTH2_ERROR_REASONS.get(oauth.error)
+                detail = f"{oauth.error}: {oauth.error_description}".rstrip(": ")
+            else:
+                palisade = PalisadeErrorBody.model_validate(data)
+                code, detail = palisade.code, palisade.message or None
+    described = detail if detail is not None else _describe_body(body, content_type)
+    described = redact(described, secrets)
+
+    if 300 <= status < 400:
+        location = urlsplit(headers.get("location", "")).hostname or "another location"
+        return EndpointRejectedError(
+            f"the token URL redirects ({status}) to {location}; redirects are not followed with credentials:"
+            " set tokenURL to the final URL",
+            reason=Reason.ENDPOINT_NOT_FOUND,
+            http_status=status,
+        )
+    if 400 <= status < 500:
+        reason = oauth_reason or REJECTION_REASONS.get(status, Reason.INVALID_REQUEST)
+        if status == 429:
+            reason = Reason.RATE_LIMITED
+        hint = _STATUS_HINTS.get(reason, "the endpoint rejected the request")
+        return EndpointRejectedError(
+            f"{hint} (HTTP {status}): {described}",
+            reason=reason,
+            http_status=status,
+            code=code,
+            retry_after=retry_after,
+        )
+    if status >= 500:
+        return EndpointFailedError(
+            f"the endpoint failed (HTTP {status}): {described}",
+            http_status=status,
+            code=code,
+            retry_after=retry_after,
+        )
+    return InvalidResponseError(f"unexpected HTTP {status} from the endpoint: {described}", http_status=status)
+
+
+# TLS and clients -----------------------------------------------------------------------------
+
+
+def _ca_fingerprint(ca_pem: str | None) -> str:
+    return hashlib.sha256((ca_pem or "").encode()).hexdigest()
+
+
+def ssl_context(ca_pem: str | None = None) -> ssl.SSLContext:
+    """System (certifi) roots plus the extra PEM certificates. Verification is always on."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_pem:
+        try:
+            context.load_verify_locations(cadata=ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise InvalidCABundleError("the CA bundle holds no valid PEM certificate") from exc
+    return context
+
+
+class InvalidCABundleError(ValueError):
+    pass
+
+
+class ClientPool:
+    """One pooled ``httpx.AsyncClient`` per distinct CA bundle (TLS contexts are costly to build)."""
+
+    def __init__(self, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT, max_clients: int = 64) -> None:
+        self._timeout = timeout
+        self._max_clients = max_clients
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._retired: list[httpx.AsyncClient] = []
+
+    def get(self, ca_pem: str | None) -> httpx.AsyncClient:
+        key = _ca_fingerprint(ca_pem)
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) >= self._max_clients:
+                # Bounded: retire the oldest (it may still be in use; it is closed on shutdown).
+                self._retired.append(self._clients.pop(next(iter(self._clients))))
+            client = httpx.AsyncClient(
+                verify=ssl_context(ca_pem),
+                timeout=self._timeout,
+                follow_redirects=False,  # never replay credentials to another location
+                headers={"User-Agent": USER_AGENT},
+                trust_env=False,  # no proxy or netrc credentials picked up from the environment
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in [*self._clients.values(), *self._retired]:
+            await client.aclose()
+        self._clients.clear()
+        self._retired.clear()
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise InvalidResponseError(f"the response body exceeds {limit} bytes", http_status=response.status_code)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidResponseError(f"the response body exceeds {limit} bytes", http_status=response.status_code)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def _map_transport_errors(url: str) -> Iterator[None]:
+    """Map httpx's transport errors to EndpointUnreachable with a message that names no secret."""
+    host = urlsplit(url).netloc
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise EndpointUnreachableError(f"timed out talking to {host} ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            message = f"TLS verification failed for {host}: add its CA with caBundleRef"
+        else:
+            message = f"cannot reach {host} ({type(exc).__name__})"
+        raise EndpointUnreachableError(message) from None
+
+
+async def exchange(
+    client: httpx.AsyncClient,
+    spec: ClientCredentialSpec,
+    url: str,
+    credentials: ClientCredentials,
+    *,
+    allowed_hosts: Iterable[str],
+    max_bytes: int = MAX_RESPONSE_BYTES,
+    deadline: float = DEFAULT_DEADLINE_SECONDS,
+) -> IssuedToken:
+    """One exchange of client credentials for a token. Raises ``ExchangeError`` on any failure."""
+    if not host_allowed(url, allowed_hosts):
+        host = urlsplit(url).hostname or url
+        raise HostNotAllowedError(f"token host {host!r} is not in the operator's allowlist (--allowed-token-host)")
+    request = build_request(spec, url, credentials)
+    with _map_transport_errors(url):
+        try:
+            async with asyncio.timeout(deadline):
+                async with client.stream("POST", url, headers=request.headers, content=request.content) as response:
+                    body = await _read_capped(response, max_bytes)
+        except TimeoutError:
+            raise EndpointUnreachableError(
+                f"the exchange with {urlsplit(url).netloc} took longer than {deadline:g}s"
+            ) from None
+    if response.status_code == 200:
+        return parse_success(spec.provider, body)
+    raise parse_failure(spec.provider, response.status_code, response.headers, body, request.secrets)

@@ -1,0 +1,126 @@
+"""Issuing tokens cheaply: one exchange per credential, bounded concurrency per host.
+
+- *Single flight*: resources that ask for a token with the same fingerprint
+  (same endpoint, dialect, credentials and parameters) while an exchange is in
+  flight share its result — or its failure.
+- *Sharing*: a token issued for one fingerprint is reused by the next resource
+  with that fingerprint as long as the caller's policy still accepts it (it is
+  not yet past the caller's renewal point), so N identical resources cost one
+  exchange per lifetime, not N.
+- *Concurrency*: at most ``max_per_host`` exchanges run against one token host
+  at a time, so a restart with many resources does not stampede the endpoint.
+
+Tokens stay in memory only, in a bounded map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from . import exchange as ex
+from .models import ClientCredentialSpec
+from .secrets import StoredToken
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    spec: ClientCredentialSpec
+    url: str
+    credentials: ex.ClientCredentials
+    ca_pem: str | None
+    fingerprint: str
+
+
+class Issuer:
+    def __init__(
+        self,
+        pool: ex.ClientPool,
+        allowed_hosts: Iterable[str],
+        *,
+        max_per_host: int = 8,
+        clock: Clock = utcnow,
+        remember: int = 4096,
+        on_exchange: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self.allowed_hosts = frozenset(allowed_hosts)
+        self._max_per_host = max_per_host
+        self._clock = clock
+        self._remember = remember
+        self._on_exchange = on_exchange
+        self._inflight: dict[str, asyncio.Future[StoredToken]] = {}
+        self._recent: OrderedDict[str, StoredToken] = OrderedDict()
+        self._host_limits: dict[str, asyncio.Semaphore] = {}
+        #: Exchanges actually sent (for tests and the benchmark).
+        self.exchanges = 0
+
+    def recent(self, fingerprint: str) -> StoredToken | None:
+        return self._recent.get(fingerprint)
+
+    async def issue(self, request: IssueRequest, *, accept: Callable[[StoredToken], bool] | None = None) -> StoredToken:
+        """A token for ``request``: a shared recent one if ``accept`` takes it, else a new exchange."""
+        recent = self._recent.get(request.fingerprint)
+        if recent is not None and accept is not None and accept(recent):
+            return recent
+        pending = self._inflight.get(request.fingerprint)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[StoredToken] = asyncio.get_running_loop().create_future()
+        self._inflight[request.fingerprint] = future
+        try:
+            token = await self._exchange(request)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: nobody else may be waiting
+            else:
+                future.cancel()
+            raise
+        else:
+            future.set_result(token)
+            self._recent[request.fingerprint] = token
+            self._recent.move_to_end(request.fingerprint)
+            while len(self._recent) > self._remember:
+                self._recent.popitem(last=False)
+            return token
+        finally:
+            del self._inflight[request.fingerprint]
+
+    async def _exchange(self, request: IssueRequest) -> StoredToken:
+        host = (urlsplit(request.url).hostname or "").lower()
+        limit = self._host_limits.setdefault(host, asyncio.Semaphore(self._max_per_host))
+        async with limit:
+            client = self._pool.get(request.ca_pem)
+            issued_at = self._clock()  # the lifetime counts from before the request was sent
+            started = asyncio.get_running_loop().time()
+            try:
+                if ex.host_allowed(request.url, self.allowed_hosts):
+                    self.exchanges += 1
+                issued = await ex.exchange(
+                    client, request.spec, request.url, request.credentials, allowed_hosts=self.allowed_hosts
+                )
+            finally:
+                if self._on_exchange is not None:
+                    self._on_exchange(host, asyncio.get_running_loop().time() - started)
+        return StoredToken(
+            access_token=issued.access_token,
+            token_type=issued.token_type,
+            scope=issued.scope,
+            issued_at=issued_at,
+            expires_at=issued_at + timedelta(seconds=issued.expires_in),
+            fingerprint=request.fingerprint,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()

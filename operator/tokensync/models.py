@@ -1,0 +1,373 @@
+"""Pydantic models: the ClientCredential spec and status, token responses, error bodies.
+
+These classes are the one source of the CRD schema (see ``crd.py``): field
+descriptions, defaults, enums, ranges and the CEL rules that the API server
+enforces at admission all live here, next to the code that reads them.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.config import JsonDict
+
+GROUP = "tokensync.io"
+VERSION = "v1alpha1"
+KIND = "ClientCredential"
+PLURAL = "clientcredentials"
+SINGULAR = "clientcredential"
+SHORT_NAMES = ("clientcred", "cc")
+
+PALISADE_TOKEN_URL = "https://api.palisade.co/v2/credentials/oauth/token"
+DEFAULT_RENEWAL_PERCENT = 67
+
+# Kubernetes-style durations as in cert-manager's renewBefore: "90s", "10m", "1h30m".
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+# A DNS-1123 subdomain: what Kubernetes accepts as an object name.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A Secret/ConfigMap data key.
+DATA_KEY = r"^[-._a-zA-Z0-9]+$"
+
+ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+DataKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DATA_KEY)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Kubernetes-style duration ("1h30m", "90s", "500ms") into a timedelta."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 10m, 1h30m")
+    seconds = sum(float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class _Model(BaseModel):
+    # Unknown fields are rejected by the API server's pruning; here we ignore them
+    # so an operator older than its CRD keeps working.
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", use_enum_values=False)
+
+
+class Provider(enum.StrEnum):
+    PALISADE = "palisade"
+    OAUTH2 = "oauth2"
+
+
+class ClientAuthentication(enum.StrEnum):
+    BASIC = "basic"
+    POST = "post"
+
+
+class DeletionPolicy(enum.StrEnum):
+    DELETE = "Delete"
+    RETAIN = "Retain"
+
+
+class CABundleKind(enum.StrEnum):
+    CONFIGMAP = "ConfigMap"
+    SECRET = "Secret"
+
+
+class WorkloadKind(enum.StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFULSET = "StatefulSet"
+    DAEMONSET = "DaemonSet"
+
+
+class CredentialsRef(_Model):
+    """Where the client ID and secret live: a Secret in the resource's own namespace."""
+
+    name: ObjectName = Field(description="Name of a Secret in the same namespace.")
+    client_id_key: DataKey = Field(
+        default="clientId", alias="clientIdKey", description="Key of the client ID in the Secret."
+    )
+    client_secret_key: DataKey = Field(
+        default="clientSecret", alias="clientSecretKey", description="Key of the client secret in the Secret."
+    )
+
+
+class CABundleRef(_Model):
+    """Extra CA certificates to trust for the token endpoint, in addition to the system roots."""
+
+    kind: CABundleKind = Field(default=CABundleKind.CONFIGMAP, description="ConfigMap or Secret.")
+    name: ObjectName = Field(description="Name of the ConfigMap or Secret in the same namespace.")
+    key: DataKey = Field(default="ca.crt", description="Key holding PEM-encoded certificates.")
+
+
+class Renewal(_Model):
+    """When to refresh: a share of the token's lifetime, or a fixed time before expiry."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.percent) && has(self.before))",
+                    "renewal.percent and renewal.before are exclusive",
+                ),
+                cel(
+                    "!has(self.percent) || (self.percent >= 1 && self.percent <= 99)",
+                    "renewal.percent must be between 1 and 99",
+                ),
+            ]
+        }
+    )
+
+    percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=99,
+        description=f"Refresh after this percentage of the token's lifetime (default {DEFAULT_RENEWAL_PERCENT}).",
+    )
+    before: Duration | None = Field(
+        default=None,
+        description="Refresh this long before expiry (e.g. 10m). If not shorter than the lifetime, "
+        "the default percentage applies.",
+    )
+
+
+class Target(_Model):
+    """The Secret that workloads mount."""
+
+    name: ObjectName | None = Field(default=None, description="Secret name (default: the resource's name).")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64, description="Extra labels on the Secret.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, max_length=64, description="Extra annotations on the Secret."
+    )
+    template: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra keys rendered from ${accessToken}, ${tokenType}, ${expiresAt}, ${scope}.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.all(k, k.matches('^[-._a-zA-Z0-9]+$') && size(k) <= 253)",
+                    "template keys must be valid Secret data keys",
+                ),
+                cel(
+                    "!self.exists(k, k in ['accessToken', 'tokenType', 'expiresAt', 'scope'])",
+                    "template keys must not replace accessToken, tokenType, expiresAt or scope",
+                ),
+            ]
+        },
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.DELETE,
+        alias="deletionPolicy",
+        description="Delete: the Secret is garbage-collected with the resource. Retain: it is left behind.",
+    )
+
+
+class RolloutRestartTarget(_Model):
+    kind: WorkloadKind = Field(description="Deployment, StatefulSet or DaemonSet.")
+    name: ObjectName = Field(description="Name of the workload in the same namespace.")
+
+
+class ClientCredentialSpec(_Model):
+    """Exchange client credentials for an access token and keep it fresh in a Secret."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.tokenURL) || self.tokenURL.startsWith('https://')",
+                    "tokenURL must use https",
+                    ".tokenURL",
+                ),
+                cel(
+                    "!has(self.provider) || self.provider != 'oauth2' || has(self.tokenURL)",
+                    "tokenURL is required when provider is oauth2",
+                ),
+            ]
+        }
+    )
+
+    provider: Provider = Field(default=Provider.PALISADE, description="Token endpoint dialect.")
+    token_url: Annotated[str, StringConstraints(pattern=r"^https://[^\s/?#]+", max_length=2048)] | None = Field(
+        default=None,
+        alias="tokenURL",
+        description=f"Token endpoint (https only). Default for palisade: {PALISADE_TOKEN_URL}.",
+    )
+    credentials_ref: CredentialsRef = Field(alias="credentialsRef")
+    scopes: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=64, description="oauth2 only: requested scopes."
+    )
+    audience: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None, description="oauth2 only: requested audience."
+    )
+    client_authentication: ClientAuthentication = Field(
+        default=ClientAuthentication.BASIC,
+        alias="clientAuthentication",
+        description="oauth2 only: client_secret_basic (basic) or client_secret_post (post).",
+    )
+    extra_params: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        alias="extraParams",
+        description="oauth2 only: extra form parameters.",
+    )
+    ca_bundle_ref: CABundleRef | None = Field(default=None, alias="caBundleRef")
+    renewal: Renewal = Field(default_factory=Renewal)
+    target: Target = Field(default_factory=Target)
+    rollout_restart_targets: list[RolloutRestartTarget] = Field(
+        default_factory=list,
+        alias="rolloutRestartTargets",
+        max_length=32,
+        description="Workloads to restart when the token changes.",
+    )
+    suspend: bool = Field(default=False, description="Stop refreshing; the current token is left in place.")
+
+    def effective_token_url(self) -> str | None:
+        if self.token_url:
+            return self.token_url
+        return PALISADE_TOKEN_URL if self.provider is Provider.PALISADE else None
+
+    def target_name(self, resource_name: str) -> str:
+        return self.target.name or resource_name
+
+
+class Reason(enum.StrEnum):
+    """Why a condition is what it is. Each value is documented in the README."""
+
+    TOKEN_ISSUED = "TokenIssued"
+    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
+    INVALID_REQUEST = "InvalidRequest"
+    INVALID_CREDENTIALS = "InvalidCredentials"
+    FORBIDDEN = "Forbidden"
+    ENDPOINT_NOT_FOUND = "EndpointNotFound"
+    ENDPOINT_UNAVAILABLE = "EndpointUnavailable"
+    RATE_LIMITED = "RateLimited"
+    INVALID_RESPONSE = "InvalidResponse"
+    INVALID_SPEC = "InvalidSpec"
+    HOST_NOT_ALLOWED = "HostNotAllowed"
+    SUSPENDED = "Suspended"
+    SECRET_CONFLICT = "SecretConflict"
+    # Progress reasons, used on the Reconciling condition.
+    ISSUING = "Issuing"
+    RETRYING = "Retrying"
+    UP_TO_DATE = "UpToDate"
+    AS_EXPECTED = "AsExpected"
+
+
+# Reasons a human must act on: retrying soon will not help (kstatus "Stalled").
+STALLED_REASONS = frozenset(
+    {
+        Reason.CREDENTIALS_NOT_FOUND,
+        Reason.INVALID_REQUEST,
+        Reason.INVALID_CREDENTIALS,
+        Reason.FORBIDDEN,
+        Reason.ENDPOINT_NOT_FOUND,
+        Reason.INVALID_SPEC,
+        Reason.HOST_NOT_ALLOWED,
+        Reason.SECRET_CONFLICT,
+    }
+)
+
+
+class Condition(_Model):
+    """The standard metav1.Condition shape."""
+
+    type: str = Field(description="Ready, Reconciling or Stalled.")
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime = Field(alias="lastTransitionTime")
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+
+
+class LastFailure(_Model):
+    """The last failed exchange: never holds a secret or a token."""
+
+    reason: Reason | None = None
+    http_status: int | None = Field(default=None, alias="httpStatus")
+    code: int | None = Field(default=None, description="The endpoint's error code (gRPC status style).")
+    message: str = ""
+    retry_after_seconds: int | None = Field(
+        default=None, alias="retryAfterSeconds", description="The endpoint's Retry-After, if it sent one."
+    )
+
+
+class ClientCredentialStatus(_Model):
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+    secret_name: str | None = Field(default=None, alias="secretName")
+    token_type: str | None = Field(default=None, alias="tokenType")
+    scope: str | None = None
+    issued_at: datetime | None = Field(default=None, alias="issuedAt")
+    expires_at: datetime | None = Field(default=None, alias="expiresAt")
+    renewal_time: datetime | None = Field(default=None, alias="renewalTime")
+    failed_attempts: int = Field(default=0, alias="failedAttempts")
+    last_failure_time: datetime | None = Field(default=None, alias="lastFailureTime")
+    last_failure: LastFailure | None = Field(default=None, alias="lastFailure")
+    last_refresh_request: str | None = Field(
+        default=None,
+        alias="lastRefreshRequest",
+        description="The value of the tokensync.io/refresh-requested-at annotation last acted on.",
+    )
+
+
+# Token endpoint payloads ---------------------------------------------------------------------
+
+MAX_LIFETIME_SECONDS = 366 * 24 * 3600  # a lifetime longer than a year is a broken endpoint, not a token
+
+
+class PalisadeTokenResponse(BaseModel):
+    """The seed's 200 body: every field is required."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    access_token: Annotated[str, StringConstraints(min_length=1)] = Field(alias="accessToken")
+    scope: str
+    expires_in: int = Field(alias="expiresIn", gt=0, le=MAX_LIFETIME_SECONDS)
+    token_type: Annotated[str, StringConstraints(min_length=1)] = Field(alias="tokenType")
+
+    @field_validator("expires_in", mode="before")
+    @classmethod
+    def _reject_non_integers(cls, value: Any) -> Any:
+        # bool is an int in Python; "3600" would be coerced silently. Neither is the seed's shape.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expiresIn must be an integer number of seconds")
+        return value
+
+
+class OAuth2TokenResponse(BaseModel):
+    """RFC 6749 §5.1: expires_in is RECOMMENDED, scope OPTIONAL."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    access_token: Annotated[str, StringConstraints(min_length=1)]
+    token_type: Annotated[str, StringConstraints(min_length=1)]
+    expires_in: int | None = Field(default=None, gt=0, le=MAX_LIFETIME_SECONDS)
+    scope: str = ""
+
+
+class PalisadeErrorBody(BaseModel):
+    """The seed's gRPC-status style error body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    code: int
+    message: str = ""
+    details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class OAuth2ErrorBody(BaseModel):
+    """RFC 6749 §5.2."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    error: str
+    error_description: str = ""

@@ -1,0 +1,331 @@
+"""One reconciliation round for one ClientCredential: gather, decide, act, report.
+
+- *gather*: parse the spec, read the credentials Secret, the CA bundle and the
+  target Secret (all in the resource's own namespace);
+- *decide*: ``renewal.plan()`` says whether to issue a token now or when to look again;
+- *act*: exchange through the ``Issuer`` and write the Secret with ``apply_secret()``;
+- *report*: build the status (``status.py``), patch only what changed, post
+  events on transitions.
+
+The round never raises for an expected failure: it is folded into status. It
+returns when the next round should run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import models, renewal
+from .exchange import ClientCredentials, ExchangeError, InvalidCABundleError, host_allowed
+from .issuer import Clock, Issuer, IssueRequest
+from .kube import Kube
+from .models import ClientCredentialSpec, ClientCredentialStatus, Reason
+from .secrets import (
+    Owner,
+    Ownership,
+    SecretConflictError,
+    StoredToken,
+    apply_secret,
+    fingerprint,
+    ownership,
+    read_token,
+    render_secret,
+)
+from .status import Event, Failure, Situation, build_status, failure_record, status_patch, to_json, transition_events
+
+REFRESH_ANNOTATION = "tokensync.io/refresh-requested-at"
+
+#: Failures of the inputs themselves: once the inputs pass, they have changed by definition,
+#: so the next exchange is not held back by the backoff these failures built up.
+PRECONDITION_REASONS = frozenset(
+    {Reason.CREDENTIALS_NOT_FOUND, Reason.INVALID_SPEC, Reason.HOST_NOT_ALLOWED, Reason.SECRET_CONFLICT}
+)
+
+EventSink = Callable[[Mapping[str, Any], Event], None]
+
+
+@dataclass
+class ResourceState:
+    """What the operator remembers about one resource between rounds (lost on restart, by design)."""
+
+    #: The status as last written (or read at start), in API form.
+    status: dict[str, Any] | None = None
+    #: The last token issued for it: restores a deleted or tampered Secret without an exchange.
+    token: StoredToken | None = None
+    #: The fingerprint of the inputs of the last failed exchange.
+    failed_fingerprint: str | None = None
+    #: The resourceVersion of the Secret as we last wrote or read it: our own write's watch event is no news.
+    secret_version: str | None = None
+    #: Secrets this resource reads or writes, for waking it when they change.
+    watched_secrets: frozenset[str] = frozenset()
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Round:
+    token: StoredToken | None = None
+    failure: Failure | None = None
+    issued: bool = False
+    suspended: bool = False
+    fingerprint: str | None = None
+    renewal: models.Renewal = field(default_factory=models.Renewal)
+    secret_name: str = ""
+    refresh_handled: bool = False
+
+
+def _spec_errors(exc: ValidationError) -> str:
+    # Locations and messages only: pydantic's default text would echo input values.
+    parts = [f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+    return "invalid spec: " + "; ".join(parts[:3])
+
+
+def _decode(data: Mapping[str, str], key: str) -> str | None:
+    raw = data.get(key)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode().strip()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        issuer: Issuer,
+        *,
+        clock: Clock,
+        post_event: EventSink,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.issuer = issuer
+        self.clock = clock
+        self.post_event = post_event
+        self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or logging.getLogger("tokensync")
+
+    # gather ----------------------------------------------------------------------------------
+
+    async def _credentials(
+        self, namespace: str, spec: ClientCredentialSpec
+    ) -> tuple[ClientCredentials | None, Failure | None]:
+        ref = spec.credentials_ref
+        secret = await self.kube.get_secret(namespace, ref.name)
+        if secret is None:
+            return None, Failure(Reason.CREDENTIALS_NOT_FOUND, f"Secret {ref.name!r} not found in {namespace!r}")
+        data = secret.get("data") or {}
+        values: dict[str, str] = {}
+        for key in (ref.client_id_key, ref.client_secret_key):
+            value = _decode(data, key)
+            if not value:
+                return None, Failure(Reason.CREDENTIALS_NOT_FOUND, f"Secret {ref.name!r} has no non-empty key {key!r}")
+            values[key] = value
+        return ClientCredentials(values[ref.client_id_key], values[ref.client_secret_key]), None
+
+    async def _ca_bundle(self, namespace: str, spec: ClientCredentialSpec) -> tuple[str | None, Failure | None]:
+        ref = spec.ca_bundle_ref
+        if ref is None:
+            return None, None
+        if ref.kind is models.CABundleKind.SECRET:
+            obj = await self.kube.get_secret(namespace, ref.name)
+            pem = _decode(obj.get("data") or {}, ref.key) if obj else None
+        else:
+            obj = await self.kube.get_configmap(namespace, ref.name)
+            pem = (obj.get("data") or {}).get(ref.key) if obj else None
+        if not pem:
+            return None, Failure(Reason.INVALID_SPEC, f"caBundleRef: {ref.kind} {ref.name!r} has no key {ref.key!r}")
+        return pem, None
+
+    # one round -------------------------------------------------------------------------------
+
+    async def _round(
+        self, body: Mapping[str, Any], state: ResourceState, old: ClientCredentialStatus, now: datetime
+    ) -> _Round:
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        owner = Owner(f"{models.GROUP}/{models.VERSION}", models.KIND, name, namespace, uid)
+        try:
+            spec = ClientCredentialSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            return _Round(failure=Failure(Reason.INVALID_SPEC, _spec_errors(exc)), secret_name=name)
+
+        result = _Round(renewal=spec.renewal, secret_name=spec.target_name(name), suspended=spec.suspend)
+        target = await self.kube.get_secret(namespace, result.secret_name)
+        state.secret_version = ((target or {}).get("metadata") or {}).get("resourceVersion")
+        state.watched_secrets = frozenset({result.secret_name, spec.credentials_ref.name})
+        if ownership(target, owner) is Ownership.FOREIGN:
+            result.failure = Failure(
+                Reason.SECRET_CONFLICT,
+                f"Secret {result.secret_name!r} exists and is not managed by this ClientCredential; "
+                "tokensync leaves it untouched",
+            )
+            return result
+        from_secret = read_token(target)
+        # Memory wins when the Secret lost or changed our token (deleted, tampered).
+        token = state.token if state.token is not None else from_secret
+        result.token = token
+
+        url = spec.effective_token_url()
+        if url is None:
+            result.failure = Failure(Reason.INVALID_SPEC, "tokenURL is required when provider is oauth2")
+            return result
+        if not host_allowed(url, self.issuer.allowed_hosts):
+            result.failure = Failure(
+                Reason.HOST_NOT_ALLOWED,
+                f"the token host of {url!r} is not in the operator's allowlist (--allowed-token-host)",
+            )
+            return result
+        credentials, failure = await self._credentials(namespace, spec)
+        ca_pem, ca_failure = await self._ca_bundle(namespace, spec)
+        if credentials is None or ca_failure is not None:
+            result.failure = failure or ca_failure
+            return result
+        result.fingerprint = fingerprint(spec, url, credentials)
+        if spec.suspend:
+            return result
+
+        annotation = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
+        refresh_requested = bool(annotation) and annotation != old.last_refresh_request
+        record = failure_record(old)
+        inp = renewal.Input(
+            now=now,
+            token=_state(token),
+            fingerprint=result.fingerprint,
+            renewal=spec.renewal,
+            seed=uid,
+            failure=record,
+            inputs_changed_since_failure=record is not None
+            and (
+                record.reason in PRECONDITION_REASONS
+                or (state.failed_fingerprint is not None and state.failed_fingerprint != result.fingerprint)
+            ),
+            refresh_requested=refresh_requested,
+        )
+        decision = renewal.plan(inp)
+        if decision.issue is not None:
+            result.refresh_handled = refresh_requested
+            self.logger.info("Issuing a token: %s.", decision.issue.message)
+
+            def acceptable(shared: StoredToken) -> bool:
+                # Another resource's fresh token for the same inputs, not yet due for renewal.
+                due = renewal.renewal_time(shared.issued_at, shared.expires_at, spec.renewal, uid)
+                return not refresh_requested and shared != token and now < due
+
+            request = IssueRequest(spec, url, credentials, ca_pem, result.fingerprint)
+            try:
+                token = await self.issuer.issue(request, accept=acceptable)
+            except ExchangeError as exc:
+                result.failure = Failure(exc.reason, exc.message, exc.http_status, exc.code, exc.retry_after)
+                state.failed_fingerprint = result.fingerprint
+                self.logger.warning("Token exchange failed (%s): %s", exc.reason, exc.message)
+            except InvalidCABundleError as exc:
+                result.failure = Failure(Reason.INVALID_SPEC, f"caBundleRef: {exc}")
+            else:
+                result.issued = True
+                state.token = token
+                state.failed_fingerprint = None
+        result.token = token
+
+        if token is not None:
+            try:
+                applied = await apply_secret(self.kube, owner, render_secret(owner, spec, token), target)
+            except SecretConflictError as exc:
+                result.failure, result.token = Failure(Reason.SECRET_CONFLICT, str(exc)), None
+            else:
+                state.secret_version = applied.secret["metadata"].get("resourceVersion")
+                if applied.written and not result.issued:
+                    self.logger.info("Restored Secret %s from the current token.", result.secret_name)
+        return result
+
+    # report ----------------------------------------------------------------------------------
+
+    async def reconcile(self, body: Mapping[str, Any], state: ResourceState) -> datetime | None:
+        """Run one round and report it. Returns when to run the next one (None: only on change)."""
+        now = self.clock()
+        meta = body["metadata"]
+        if state.status is None:
+            state.status = dict(body.get("status") or {})
+        try:
+            old = ClientCredentialStatus.model_validate(state.status)
+        except ValidationError:
+            old = ClientCredentialStatus()
+        result = await self._round(body, state, old, now)
+
+        uid = meta.get("uid", "")
+        token_state = _state(result.token)
+        new_record = failure_record(old)
+        if result.failure is not None:
+            attempts = old.failed_attempts + 1
+            new_record = renewal.FailureRecord(attempts, now, result.failure.reason, result.failure.retry_after)
+        elif result.issued:
+            new_record = None
+        fingerprint_now = result.fingerprint or (token_state.fingerprint if token_state else "")
+        inp = renewal.Input(
+            now=now,
+            token=token_state,
+            fingerprint=fingerprint_now if result.fingerprint else "\x00unknown",
+            renewal=result.renewal,
+            seed=uid,
+            failure=new_record,
+        )
+        not_ready = renewal.readiness(inp)
+        wake_at: datetime | None
+        retry_at: datetime | None = None
+        if result.suspended:
+            wake_at = token_state.expires_at if token_state and not_ready is None else None
+        elif new_record is not None:
+            valid_until = token_state.expires_at if token_state and not_ready is None else None
+            retry_at = renewal.next_attempt(new_record, valid_until, uid)
+            wake_at = retry_at if valid_until is None else min(retry_at, valid_until)
+        else:
+            decision = renewal.plan(inp)
+            wake_at = decision.wake_at if decision.issue is None else now + renewal.MIN_RETRY_DELAY
+        renewal_at = (
+            renewal.renewal_time(token_state.issued_at, token_state.expires_at, result.renewal, uid)
+            if token_state
+            else None
+        )
+        annotation = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
+        situation = Situation(
+            now=now,
+            generation=meta.get("generation"),
+            secret_name=result.secret_name,
+            token=result.token,
+            not_ready=not_ready,
+            renewal_time=renewal_at,
+            failure=result.failure,
+            retry_at=retry_at,
+            suspended=result.suspended,
+            last_refresh_request=annotation if result.refresh_handled else old.last_refresh_request,
+        )
+        new = build_status(old, situation)
+        new_json = to_json(new)
+        patch = status_patch(state.status, new_json)
+        if patch is not None:
+            await self.kube.patch_status(meta["namespace"], meta["name"], patch)
+            state.status = new_json
+        for event in transition_events(old, new, issued=result.issued):
+            self.post_event(body, event)
+        return wake_at
+
+
+def _state(token: StoredToken | None) -> renewal.TokenState | None:
+    if token is None:
+        return None
+    return renewal.TokenState(token.issued_at, token.expires_at, token.fingerprint)
+
+
+def seconds_until(moment: datetime | None, now: datetime) -> float | None:
+    if moment is None:
+        return None
+    return max((moment - now) / timedelta(seconds=1), 0.0)

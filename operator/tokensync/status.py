@@ -1,0 +1,227 @@
+"""Pure status building: conditions, failure bookkeeping, the patch to send, events to post.
+
+kstatus conventions (what Flux, Argo CD and ``kubectl wait`` read):
+
+- ``Ready`` is True exactly when the target Secret holds an unexpired token minted
+  from the current spec and credentials;
+- ``Reconciling`` is True while an exchange or a retry is under way;
+- ``Stalled`` is True when a human must act (bad credentials, a foreign Secret...).
+
+``lastTransitionTime`` moves only when a condition's status flips, as in
+cert-manager's ``SetCertificateCondition``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .models import ClientCredentialStatus, Condition, LastFailure, Reason
+from .renewal import FailureRecord, Verdict, is_stalled
+from .secrets import StoredToken, rfc3339
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt (an exchange, or a precondition such as a missing Secret)."""
+
+    reason: Reason
+    message: str
+    http_status: int | None = None
+    code: int | None = None
+    retry_after: timedelta | None = None
+
+
+def failure_record(status: ClientCredentialStatus) -> FailureRecord | None:
+    """The backoff state as status holds it: rebuilt after a restart, as cert-manager does."""
+    if not status.failed_attempts or status.last_failure_time is None or status.last_failure is None:
+        return None
+    reason = status.last_failure.reason or Reason.ENDPOINT_UNAVAILABLE
+    seconds = status.last_failure.retry_after_seconds
+    return FailureRecord(
+        attempts=status.failed_attempts,
+        at=status.last_failure_time,
+        reason=reason,
+        retry_after=timedelta(seconds=seconds) if seconds is not None else None,
+    )
+
+
+def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
+    """Replace the condition of ``new.type``, keeping its lastTransitionTime unless the status flips."""
+    result: list[Condition] = []
+    for existing in conditions:
+        if existing.type == new.type:
+            if existing.status == new.status:
+                new = new.model_copy(update={"last_transition_time": existing.last_transition_time})
+            continue
+        result.append(existing)
+    result.append(new)
+    order = {READY: 0, RECONCILING: 1, STALLED: 2}
+    return sorted(result, key=lambda c: order.get(c.type, 99))
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the reconciler learned this round, as the status builder needs it."""
+
+    now: datetime
+    generation: int | None
+    secret_name: str
+    #: The token the Secret holds now (None when there is none, or it is not ours).
+    token: StoredToken | None
+    #: None when the token is usable; otherwise why not (from renewal.readiness()).
+    not_ready: Verdict | None
+    renewal_time: datetime | None
+    #: The failure of this round, if any; None after a success or when nothing was attempted.
+    failure: Failure | None = None
+    #: When the next attempt is planned, if a retry is pending.
+    retry_at: datetime | None = None
+    suspended: bool = False
+    last_refresh_request: str | None = None
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str, situation: Situation) -> Condition:
+    return Condition(
+        type=type_,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message,
+        last_transition_time=situation.now.replace(microsecond=0),
+        observed_generation=situation.generation,
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    return rfc3339(moment) if moment else "unknown"
+
+
+def build_status(old: ClientCredentialStatus, situation: Situation) -> ClientCredentialStatus:
+    """The status to write after this round, given the status as it was."""
+    s = situation
+    failure_reason = s.failure.reason if s.failure else (old.last_failure.reason if old.last_failure else None)
+    carried = s.failure is None and old.failed_attempts and s.not_ready is not None and not s.suspended
+    # A failure counts until a round succeeds; a round that attempted nothing keeps the old record.
+    if s.failure is not None:
+        failed_attempts = old.failed_attempts + 1
+        last_failure_time: datetime | None = s.now.replace(microsecond=0)
+        last_failure: LastFailure | None = LastFailure(
+            reason=s.failure.reason,
+            http_status=s.failure.http_status,
+            code=s.failure.code,
+            message=s.failure.message,
+            retry_after_seconds=int(s.failure.retry_after.total_seconds()) if s.failure.retry_after else None,
+        )
+    elif carried or (s.retry_at is not None and old.failed_attempts):
+        failed_attempts, last_failure_time, last_failure = old.failed_attempts, old.last_failure_time, old.last_failure
+    else:
+        failed_attempts, last_failure_time, last_failure, failure_reason = 0, None, None, None
+    failing_message = last_failure.message if last_failure else ""
+
+    ready = s.not_ready is None
+    if s.suspended:
+        detail = f"valid until {_when(s.token.expires_at)}" if ready and s.token else "expired or missing"
+        ready_cond = _condition(READY, ready, Reason.SUSPENDED, f"refreshing is suspended; the token is {detail}", s)
+    elif ready:
+        assert s.token is not None
+        message = f"Secret {s.secret_name} holds a token valid until {_when(s.token.expires_at)}"
+        if failure_reason is not None:
+            message += f"; the last refresh failed ({failure_reason}): {failing_message}"
+            if s.retry_at is not None:
+                message += f"; retrying at {_when(s.retry_at)}"
+        ready_cond = _condition(READY, True, Reason.TOKEN_ISSUED, message, s)
+    elif failure_reason is not None:
+        ready_cond = _condition(READY, False, failure_reason, failing_message, s)
+    else:
+        reason_text = s.not_ready.message if s.not_ready else "issuing a token"
+        ready_cond = _condition(READY, False, Reason.ISSUING, reason_text, s)
+
+    stalled = failure_reason is not None and is_stalled(failure_reason) and not s.suspended
+    stalled_cond = (
+        _condition(STALLED, True, failure_reason, failing_message, s)
+        if stalled and failure_reason is not None
+        else _condition(STALLED, False, Reason.AS_EXPECTED, "", s)
+    )
+    if s.suspended or stalled:
+        reconciling_cond = _condition(RECONCILING, False, Reason.UP_TO_DATE, "", s)
+    elif s.retry_at is not None:
+        reconciling_cond = _condition(
+            RECONCILING, True, Reason.RETRYING, f"retrying at {_when(s.retry_at)} after {failure_reason}", s
+        )
+    elif not ready:
+        reconciling_cond = _condition(RECONCILING, True, Reason.ISSUING, "issuing a token", s)
+    else:
+        reconciling_cond = _condition(RECONCILING, False, Reason.UP_TO_DATE, "", s)
+
+    conditions = list(old.conditions)
+    for condition in (ready_cond, reconciling_cond, stalled_cond):
+        conditions = set_condition(conditions, condition)
+
+    token = s.token
+    return ClientCredentialStatus(
+        observed_generation=s.generation,
+        conditions=conditions,
+        secret_name=s.secret_name,
+        token_type=token.token_type if token else None,
+        scope=token.scope if token else None,
+        issued_at=token.issued_at if token else None,
+        expires_at=token.expires_at if token else None,
+        renewal_time=s.renewal_time if token else None,
+        failed_attempts=failed_attempts,
+        last_failure_time=last_failure_time,
+        last_failure=last_failure,
+        last_refresh_request=s.last_refresh_request,
+    )
+
+
+def to_json(status: ClientCredentialStatus) -> dict[str, Any]:
+    """Status as the API stores it: RFC 3339 times in whole seconds, no nulls."""
+    data: dict[str, Any] = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    for key in ("issuedAt", "expiresAt", "renewalTime", "lastFailureTime"):
+        if key in data:
+            data[key] = rfc3339(datetime.fromisoformat(data[key].replace("Z", "+00:00")))
+    for condition in data.get("conditions", []):
+        moment = datetime.fromisoformat(condition["lastTransitionTime"].replace("Z", "+00:00"))
+        condition["lastTransitionTime"] = rfc3339(moment.astimezone(UTC))
+    return data
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """A merge patch from ``old`` to ``new`` (top-level keys; nulls remove), or None if equal."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch or None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def transition_events(old: ClientCredentialStatus, new: ClientCredentialStatus, *, issued: bool) -> list[Event]:
+    """Events for what changed this round: issued, refreshed, failed (on a new reason), recovered."""
+    events: list[Event] = []
+    old_reason = old.last_failure.reason if old.last_failure else None
+    new_reason = new.last_failure.reason if new.last_failure else None
+    if new_reason is not None and new.failed_attempts > old.failed_attempts and new_reason != old_reason:
+        message = new.last_failure.message if new.last_failure else ""
+        events.append(Event("Warning", str(new_reason), message))
+    if issued:
+        verb = "Refreshed" if old.issued_at is not None else "Issued"
+        events.append(
+            Event("Normal", verb, f"wrote a new token to Secret {new.secret_name}, valid until {_when(new.expires_at)}")
+        )
+    if old_reason is not None and new_reason is None:
+        events.append(Event("Normal", "Recovered", f"recovered from {old_reason}"))
+    old_ready = next((c.status for c in old.conditions if c.type == READY), None)
+    new_ready = next((c for c in new.conditions if c.type == READY), None)
+    failed_now = any(e.type == "Warning" for e in events)
+    if old_ready == "True" and new_ready is not None and new_ready.status == "False" and not failed_now:
+        events.append(Event("Warning", "NotReady", new_ready.message or str(new_ready.reason)))
+    return events
