@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import json
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -53,6 +53,8 @@ MAX_MESSAGE_CHARS = 256
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=10.0, write=10.0, pool=10.0)
 #: The whole exchange, including a slow trickle of bytes that a read timeout would not catch.
 DEFAULT_DEADLINE_SECONDS = 30.0
+#: Retry-After values are capped here before any arithmetic (a day: far above any sane value).
+MAX_RETRY_AFTER_SECONDS = 86400
 
 
 @dataclass(frozen=True, repr=False)
@@ -171,11 +173,12 @@ def parse_retry_after(value: str | None) -> timedelta | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return timedelta(seconds=int(value))
+    if value.isascii() and value.isdigit():
+        # Capped: a absurd value must not overflow timedelta (the policy caps it lower anyway).
+        return timedelta(seconds=min(int(value), MAX_RETRY_AFTER_SECONDS))
     with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
         when = parsedate_to_datetime(value)
-        return max(when - datetime.now(UTC), timedelta(0))
+        return min(max(when - datetime.now(UTC), timedelta(0)), timedelta(seconds=MAX_RETRY_AFTER_SECONDS))
     return None
 
 
@@ -259,12 +262,15 @@ def parse_success(provider: Provider, body: bytes) -> IssuedToken:
     if not isinstance(data, dict):
         raise InvalidResponseError("the endpoint answered 200 with a body that is not a JSON object", http_status=200)
     model: type[BaseModel] = OAuth2TokenResponse if provider is Provider.OAUTH2 else PalisadeTokenResponse
+    problem: str | None = None
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidResponseError(
-            f"the endpoint answered 200 without a usable token ({_field_errors(exc)})", http_status=200
-        ) from None  # the ValidationError holds the token: do not chain it
+        problem = _field_errors(exc)
+    if problem is not None:
+        # Raised outside the except block: the ValidationError holds the token and must
+        # not ride along as __context__.
+        raise InvalidResponseError(f"the endpoint answered 200 without a usable token ({problem})", http_status=200)
     if isinstance(parsed, PalisadeTokenResponse):
         return IssuedToken(parsed.access_token, parsed.token_type, parsed.scope, parsed.expires_in)
     assert isinstance(parsed, OAuth2TokenResponse)
@@ -397,21 +403,15 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@contextlib.contextmanager
-def _map_transport_errors(url: str) -> Iterator[None]:
-    """Map httpx's transport errors to EndpointUnreachable with a message that names no secret."""
+def _transport_failure(exc: httpx.TransportError, url: str) -> EndpointUnreachableError:
+    """A message for a transport error that names no secret (the request holds the credentials)."""
     host = urlsplit(url).netloc
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise EndpointUnreachableError(f"timed out talking to {host} ({type(exc).__name__})") from None
-    except httpx.TransportError as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            message = f"TLS verification failed for {host}: add its CA with caBundleRef"
-        else:
-            message = f"cannot reach {host} ({type(exc).__name__})"
-        raise EndpointUnreachableError(message) from None
+    if isinstance(exc, httpx.TimeoutException):
+        return EndpointUnreachableError(f"timed out talking to {host} ({type(exc).__name__})")
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return EndpointUnreachableError(f"TLS verification failed for {host}: add its CA with caBundleRef")
+    return EndpointUnreachableError(f"cannot reach {host} ({type(exc).__name__})")
 
 
 async def exchange(
@@ -428,16 +428,23 @@ async def exchange(
     if not host_allowed(url, allowed_hosts):
         host = urlsplit(url).hostname or url
         raise HostNotAllowedError(f"token host {host!r} is not in the operator's allowlist (--allowed-token-host)")
+    if urlsplit(url).scheme != "https":
+        raise ExchangeError("tokenURL must use https", reason=Reason.INVALID_SPEC)
     request = build_request(spec, url, credentials)
-    with _map_transport_errors(url):
-        try:
-            async with asyncio.timeout(deadline):
-                async with client.stream("POST", url, headers=request.headers, content=request.content) as response:
-                    body = await _read_capped(response, max_bytes)
-        except TimeoutError:
-            raise EndpointUnreachableError(
-                f"the exchange with {urlsplit(url).netloc} took longer than {deadline:g}s"
-            ) from None
+    failure: ExchangeError | None = None
+    try:
+        async with asyncio.timeout(deadline):
+            async with client.stream(
+                "POST", url, headers=request.headers, content=request.content, follow_redirects=False
+            ) as response:
+                body = await _read_capped(response, max_bytes)
+    except TimeoutError:
+        failure = EndpointUnreachableError(f"the exchange with {urlsplit(url).netloc} took longer than {deadline:g}s")
+    except httpx.TransportError as exc:
+        failure = _transport_failure(exc, url)
+    if failure is not None:
+        # Raised outside the except block: httpx's error holds the request, credentials included.
+        raise failure
     if response.status_code == 200:
         return parse_success(spec.provider, body)
     raise parse_failure(spec.provider, response.status_code, response.headers, body, request.secrets)

@@ -95,16 +95,16 @@ class FailureRecord:
 def next_attempt(failure: FailureRecord, valid_until: datetime | None, seed: str = "") -> datetime:
     """When to try again after ``failure``.
 
-    ``Retry-After`` is honoured as a lower bound. Otherwise, while a still-valid token
-    exists, the retry is pulled in before it expires, so a long backoff never lets the
-    workload's token lapse when an earlier try could have saved it.
+    While a still-valid token exists, the backoff is pulled in before it expires, so a
+    long backoff never lets the workload's token lapse when an earlier try could save it.
+    ``Retry-After`` is honoured as a lower bound: the server said when it will listen.
     """
     earliest = failure.at + MIN_RETRY_DELAY
     planned = failure.at + backoff_delay(failure.attempts, failure.reason, seed)
-    if failure.retry_after is not None:
-        return max(planned, failure.at + min(failure.retry_after, MAX_RETRY_AFTER), earliest)
     if valid_until is not None:
         planned = min(planned, valid_until - EXPIRY_MARGIN)
+    if failure.retry_after is not None:
+        planned = max(planned, failure.at + min(failure.retry_after, MAX_RETRY_AFTER))
     return max(planned, earliest)
 
 

@@ -242,13 +242,16 @@ class OperatorRunner:
 
 
 @pytest.fixture
-async def operator(kubeconfig: Path, logs: LogCapture) -> AsyncIterator[OperatorRunner]:
+async def operator(kubeconfig: Path, logs: LogCapture, request: pytest.FixtureRequest) -> AsyncIterator[OperatorRunner]:
+    """The running operator; at the end, its output must hold no ERROR line unless the test expects one."""
     runner = OperatorRunner(kubeconfig)
     await runner.start()
     try:
         yield runner
     finally:
         await runner.stop()
+    if request.node.get_closest_marker("operator_errors_expected") is None:
+        assert logs.errors() == [], "the operator logged errors"
 
 
 async def eventually(

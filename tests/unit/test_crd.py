@@ -20,6 +20,9 @@ import celpy
 import pytest
 import yaml
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
 
 from tokensync import models
@@ -58,7 +61,7 @@ def walk(node: Node, path: str = "") -> Iterator[tuple[str, Node]]:
 
 def at(path: str) -> Node:
     """The schema node at a dotted path below the root, e.g. ``spec.renewal``."""
-    node = ROOT
+    node: Node = ROOT
     for part in path.split("."):
         node = node["properties"][part]
     return node
@@ -317,7 +320,7 @@ def program(rule: str) -> celpy.Runner:
 
 def evaluate(rule: str, value: Any) -> Any:
     """Evaluate one rule with ``self`` bound to ``value`` (as the API server binds it)."""
-    return program(rule).evaluate({"self": celpy.json_to_cel(value)})
+    return program(rule).evaluate({"self": json_to_cel(value)})
 
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -404,7 +407,7 @@ def validate(value: Any, node: Node, path: str = "") -> list[str]:
         for entry in node.get("x-kubernetes-validations", []):
             try:
                 ok = evaluate(entry["rule"], value)
-            except celpy.CELEvalError as exc:
+            except CELEvalError as exc:
                 errors.append(f"{where}: rule {entry['rule']!r} failed to evaluate: {exc}")
                 continue
             if not (isinstance(ok, celtypes.BoolType) and bool(ok)):
@@ -441,13 +444,14 @@ def test_every_rule_compiles_with_cel(path: str, entry: dict[str, str]) -> None:
 
 def test_a_broken_rule_would_not_compile() -> None:
     """The compile test above can fail: celpy rejects what the API server rejects."""
-    with pytest.raises(celpy.CELParseError):
+    with pytest.raises(CELParseError):
         program("self.percent >= ")
 
 
 def rule(path: str, message: str) -> str:
-    [found] = [e["rule"] for p, e in RULES if p == path and e["message"] == message]
-    return found
+    found: list[str] = [e["rule"] for p, e in RULES if p == path and e["message"] == message]
+    assert len(found) == 1, f"no single rule {message!r} at {path}"
+    return found[0]
 
 
 HTTPS = ".spec", "tokenURL must use https"

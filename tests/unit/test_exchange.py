@@ -11,7 +11,7 @@ import base64
 import json
 import ssl
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
@@ -54,7 +54,8 @@ PALISADE = ClientCredentialSpec.model_validate({"credentialsRef": {"name": "cred
 PALISADE_OK = {"accessToken": TOKEN, "scope": "balances:read", "expiresIn": 3600, "tokenType": "Bearer"}
 OAUTH2_OK = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600, "scope": "read write"}
 
-Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
+SyncHandler = Callable[[httpx.Request], httpx.Response]
+Handler = SyncHandler | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
 def oauth2(**fields: Any) -> ClientCredentialSpec:
@@ -69,16 +70,16 @@ OAUTH2 = oauth2()
 class Recorder:
     """A MockTransport handler that remembers what it was sent."""
 
-    def __init__(self, respond: Handler) -> None:
+    def __init__(self, respond: SyncHandler) -> None:
         self.respond = respond
         self.requests: list[httpx.Request] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
+    def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         return self.respond(request)
 
 
-def reply(status: int, body: Any = None, *, content_type: str | None = None, **headers: str) -> Handler:
+def reply(status: int, body: Any = None, *, content_type: str | None = None, **headers: str) -> SyncHandler:
     """A handler answering with ``body``: bytes/str as is, anything else as JSON."""
     if body is None:
         content = b""
@@ -369,12 +370,6 @@ async def test_retry_after(fixed_now: None, status: int, retry_after: str, secon
         assert error.retry_after.total_seconds() == seconds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_retry_after() lets int()/timedelta() errors escape (OverflowError for a huge "
-    "delta-seconds value, ValueError for non-ASCII digits that str.isdigit() accepts), so exchange() "
-    "raises a non-ExchangeError instead of classifying the 429",
-)
 @pytest.mark.parametrize(
     "raw_header",
     [
@@ -479,7 +474,7 @@ async def test_a_body_under_the_size_cap_is_accepted() -> None:
 # Transport failures --------------------------------------------------------------------------
 
 
-def raising(exc_type: type[httpx.TransportError], text: str = "boom") -> Handler:
+def raising(exc_type: type[httpx.TransportError], text: str = "boom") -> SyncHandler:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc_type(text, request=request)
 
@@ -737,7 +732,7 @@ async def test_oauth2_200_without_a_usable_token_is_an_invalid_response(body: An
 # Nothing leaks -------------------------------------------------------------------------------
 
 
-def echo_request_body(status: int) -> Handler:
+def echo_request_body(status: int) -> SyncHandler:
     """An endpoint that quotes the request it received in its error message."""
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -846,12 +841,6 @@ def _chain(error: BaseException) -> list[BaseException]:
     return seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_success() raises InvalidResponseError inside the `except ValidationError` block; "
-    "`from None` only hides the chain from tracebacks: error.__context__ still holds pydantic's "
-    "ValidationError, whose errors() carry the whole 200 body, access token included (Promise 5)",
-)
 @pytest.mark.parametrize(
     "body",
     [

@@ -296,11 +296,6 @@ def test_next_attempt_with_real_jitter_respects_margin_and_minimum(attempts: int
         assert got <= T0 + valid_for - EXPIRY_MARGIN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: next_attempt() ignores valid_until whenever Retry-After is set, so a short Retry-After "
-    "(a lower bound) lets a long backoff run past a still-valid token's expiry (Promise 2)",
-)
 def test_a_short_retry_after_still_lets_the_retry_be_pulled_in_before_expiry(
     jitter: Callable[[float], None],
 ) -> None:
