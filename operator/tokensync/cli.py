@@ -228,3 +228,7 @@ def demo(keep_running: bool, lifetime: int) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(keep_running=keep_running, lifetime=lifetime))
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from tokensync.devserver import DevTokenServer
@@ -72,9 +73,6 @@ async def test_the_token_is_refreshed_before_expiry_and_never_served_expired(
         # Whole-second expiry: the token must be valid for the rest of the current second.
         assert parse_rfc3339(data["expiresAt"]) > datetime.now(UTC), "the Secret held an expired token"
         seen.add(data["accessToken"])
-        await eventually(lambda: True, timeout=0.1)
-        import asyncio
-
         await asyncio.sleep(0.05)
     # Refreshed at about half the lifetime: several distinct tokens in 9 s, about one per 2 s.
     assert len(seen) >= 3
@@ -96,11 +94,29 @@ async def test_an_operator_restart_with_valid_tokens_makes_no_exchange(
     await operator.stop()
     token_server.reset()
     await operator.start()
-    import asyncio
-
     await asyncio.sleep(3)
     assert token_server.requests == []
     for name in ("one", "two", "three"):
         assert seeded.secret_data(f"{name}-token")["accessToken"] == tokens[name]
         assert ready(seeded, name)
     assert_clean(logs, CLIENT_SECRET, *tokens.values())
+
+
+async def test_a_refresh_costs_one_secret_write_one_status_write_and_one_event(
+    seeded: Api, token_server: DevTokenServer, operator: OperatorRunner
+) -> None:
+    seeded.create_cc("frugal", cc_spec(token_server))
+    await eventually(lambda: ready(seeded, "frugal"))
+    await asyncio.sleep(0.5)  # let the first round's own watch events settle
+    seeded.cluster.reset_counts()
+    seeded.request_refresh("frugal", "1")
+    await eventually(lambda: token_server.issued == 2)
+    await eventually(lambda: seeded.status("frugal").get("lastRefreshRequest") == "1")
+    await asyncio.sleep(1)  # nothing else may follow
+    writes = seeded.cluster.write_counts()
+    writes.pop(("clientcredentials", "PATCH"), None)  # the test's own annotation
+    assert writes == {
+        ("secrets", "PATCH"): 1,
+        ("clientcredentials/status", "PATCH"): 1,
+        ("events", "POST"): 1,
+    }
