@@ -857,6 +857,19 @@ async def test_no_token_anywhere_in_the_exception_chain(body: Any) -> None:
             assert TOKEN not in repr(linked.errors())
 
 
+@pytest.mark.parametrize(
+    "error_type", [httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError], ids=lambda t: t.__name__
+)
+async def test_no_secret_anywhere_in_the_exception_chain_of_a_transport_error(error_type: type[Exception]) -> None:
+    # httpx's errors carry the request, whose body holds the client secret: they must not ride along.
+    error = await failure(raising(error_type))
+    for linked in _chain(error):
+        assert SECRET not in str(linked)
+        assert SECRET not in repr(linked)
+        request = getattr(linked, "_request", None)
+        assert request is None or SECRET.encode() not in request.content
+
+
 def test_reprs_hide_the_secret_and_the_token() -> None:
     credentials = ClientCredentials(CLIENT_ID, SECRET)
     token = IssuedToken(access_token=TOKEN, token_type="Bearer", scope="balances:read", expires_in=3600)
