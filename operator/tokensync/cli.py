@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sys
 import threading
 from pathlib import Path
@@ -73,9 +74,10 @@ def main() -> None:
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--log-format", type=click.Choice(("text", "json")), default="text", show_default=True)
-@click.option("--liveness-port", type=int, default=None, help="Serve kopf's liveness probe on this port.")
+@click.option("--liveness-port", type=int, default=None, help="Serve kopf's liveness probe on this port (/healthz).")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port (/metrics).")
 @click.option("--peering", "peering_name", default=None, help="Run with kopf peering under this name (HA).")
-@click.option("--priority", type=int, default=0, show_default=True, help="Peering priority of this replica.")
+@click.option("--priority", type=int, default=None, help="Peering priority of this replica (default: random).")
 @click.option("--max-exchanges-per-host", type=click.IntRange(1, 1000), default=8, show_default=True)
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG")
 def run(
@@ -85,8 +87,9 @@ def run(
     log_level: str,
     log_format: str,
     liveness_port: int | None,
+    metrics_port: int | None,
     peering_name: str | None,
-    priority: int,
+    priority: int | None,
     max_exchanges_per_host: int,
     kubeconfig: str | None,
 ) -> None:
@@ -100,8 +103,10 @@ def run(
         max_exchanges_per_host=max_exchanges_per_host,
         standalone=peering_name is None,
         peering_name=peering_name or "tokensync",
-        priority=priority,
+        # Replicas of one Deployment share their arguments: a random priority tells them apart.
+        priority=priority if priority is not None else random.randint(1, 2**31 - 1),  # noqa: S311
         liveness_port=liveness_port,
+        metrics_port=metrics_port,
         kubeconfig=kubeconfig,
     )
     asyncio.run(run_operator(settings))

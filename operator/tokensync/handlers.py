@@ -22,6 +22,7 @@ from . import models
 from .exchange import ClientPool
 from .issuer import Issuer, utcnow
 from .kube import Kube, KubeError, bearer_token, load_configuration
+from .metrics import Metrics
 from .reconciler import REFRESH_ANNOTATION, Reconciler, ResourceState, seconds_until
 from .settings import Settings
 from .status import Event
@@ -38,7 +39,13 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.kube = Kube(load_configuration(settings.kubeconfig))
-        self.issuer = Issuer(ClientPool(), settings.allowed_token_hosts, max_per_host=settings.max_exchanges_per_host)
+        self.metrics = Metrics()
+        self.issuer = Issuer(
+            ClientPool(),
+            settings.allowed_token_hosts,
+            max_per_host=settings.max_exchanges_per_host,
+            metrics=self.metrics,
+        )
         self.states: dict[str, ResourceState] = {}
         #: (namespace, secret name) -> uids of the resources that read or write that Secret.
         self._by_secret: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
@@ -47,7 +54,9 @@ class Runtime:
         self.seen: dict[str, tuple[Any, Any]] = {}
 
     def reconciler(self, logger: Logger) -> Reconciler:
-        return Reconciler(self.kube, self.issuer, clock=utcnow, post_event=post_event, logger=logger)
+        return Reconciler(
+            self.kube, self.issuer, clock=utcnow, post_event=post_event, metrics=self.metrics, logger=logger
+        )
 
     def track(self, uid: str, namespace: str, state: ResourceState) -> None:
         """Index the Secrets a resource depends on, so their events wake it."""
@@ -71,6 +80,7 @@ class Runtime:
         return [self.states[uid] for uid in uids if uid in self.states]
 
     async def aclose(self) -> None:
+        self.metrics.close()
         await self.issuer.aclose()
 
 
@@ -98,7 +108,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
-    memo["runtime"] = Runtime(config)
+    runtime = memo["runtime"] = Runtime(config)
+    if config.metrics_port is not None:
+        runtime.metrics.serve(config.metrics_port)
 
 
 @kopf.on.login()
@@ -151,6 +163,7 @@ async def keep_fresh(
             await _sleep(state.wake, stopped, seconds_until(wake_at, utcnow()))
     finally:
         runtime.forget(uid)
+        runtime.metrics.resource_gone(namespace, meta["name"])
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float | None) -> None:

@@ -23,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from . import exchange as ex
-from .models import ClientCredentialSpec
+from .metrics import Metrics
+from .models import ClientCredentialSpec, Reason
 from .secrets import StoredToken
 
 Clock = Callable[[], datetime]
@@ -51,14 +52,14 @@ class Issuer:
         max_per_host: int = 8,
         clock: Clock = utcnow,
         remember: int = 4096,
-        on_exchange: Callable[[str, float], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self.allowed_hosts = frozenset(allowed_hosts)
         self._max_per_host = max_per_host
         self._clock = clock
         self._remember = remember
-        self._on_exchange = on_exchange
+        self._metrics = metrics
         self._inflight: dict[str, asyncio.Future[StoredToken]] = {}
         self._recent: OrderedDict[str, StoredToken] = OrderedDict()
         self._host_limits: dict[str, asyncio.Semaphore] = {}
@@ -104,15 +105,21 @@ class Issuer:
             client = self._pool.get(request.ca_pem)
             issued_at = self._clock()  # the lifetime counts from before the request was sent
             started = asyncio.get_running_loop().time()
+            sent = ex.host_allowed(request.url, self.allowed_hosts)
+            reason: str = Reason.TOKEN_ISSUED
             try:
-                if ex.host_allowed(request.url, self.allowed_hosts):
-                    self.exchanges += 1
                 issued = await ex.exchange(
                     client, request.spec, request.url, request.credentials, allowed_hosts=self.allowed_hosts
                 )
+            except ex.ExchangeError as exc:
+                reason = exc.reason
+                raise
             finally:
-                if self._on_exchange is not None:
-                    self._on_exchange(host, asyncio.get_running_loop().time() - started)
+                if sent:
+                    self.exchanges += 1
+                    if self._metrics is not None:
+                        elapsed = asyncio.get_running_loop().time() - started
+                        self._metrics.exchange_done(host, reason, elapsed)
         return StoredToken(
             access_token=issued.access_token,
             token_type=issued.token_type,

@@ -28,6 +28,7 @@ from . import models, renewal
 from .exchange import ClientCredentials, ExchangeError, InvalidCABundleError, host_allowed
 from .issuer import Clock, Issuer, IssueRequest
 from .kube import Kube
+from .metrics import Metrics
 from .models import ClientCredentialSpec, ClientCredentialStatus, Reason
 from .secrets import (
     Owner,
@@ -106,12 +107,14 @@ class Reconciler:
         *,
         clock: Clock,
         post_event: EventSink,
+        metrics: Metrics | None = None,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         self.kube = kube
         self.issuer = issuer
         self.clock = clock
         self.post_event = post_event
+        self.metrics = metrics
         self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or logging.getLogger("tokensync")
 
     # gather ----------------------------------------------------------------------------------
@@ -243,6 +246,8 @@ class Reconciler:
                 result.failure, result.token = Failure(Reason.SECRET_CONFLICT, str(exc)), None
             else:
                 state.secret_version = applied.secret["metadata"].get("resourceVersion")
+                if applied.written and self.metrics is not None:
+                    self.metrics.secret_written(namespace)
                 if applied.written and not result.issued:
                     self.logger.info("Restored Secret %s from the current token.", result.secret_name)
         return result
@@ -316,6 +321,15 @@ class Reconciler:
             state.status = new_json
         for event in transition_events(old, new, issued=result.issued):
             self.post_event(body, event)
+        if self.metrics is not None:
+            self.metrics.resource_observed(
+                meta["namespace"],
+                meta["name"],
+                ready=not_ready is None,
+                failed_attempts=new.failed_attempts,
+                expires_at=new.expires_at,
+                renewal_at=new.renewal_time,
+            )
         return wake_at
 
 

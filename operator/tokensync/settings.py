@@ -29,10 +29,14 @@ class Settings:
     """The kopf peering object shared by the replicas of one deployment."""
 
     priority: int = 0
-    """Peering priority of this replica (the highest active one wins)."""
+    """Peering priority of this replica (the highest active one wins). Replicas of one
+    Deployment cannot be told apart in their arguments, so the CLI picks a random one."""
 
     liveness_port: int | None = None
     """Serve kopf's liveness probe on this port at /healthz (None: off)."""
+
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port at /metrics (None: off)."""
 
     kubeconfig: str | None = None
     """A kubeconfig path; None means in-cluster config, then $KUBECONFIG or ~/.kube/config."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -243,15 +244,25 @@ class OperatorRunner:
 
 @pytest.fixture
 async def operator(kubeconfig: Path, logs: LogCapture, request: pytest.FixtureRequest) -> AsyncIterator[OperatorRunner]:
-    """The running operator; at the end, its output must hold no ERROR line unless the test expects one."""
+    """The running operator; at the end, its output must hold no ERROR line unless the test expects one.
+
+    ``@pytest.mark.operator_settings(...)`` overrides Settings fields for the test.
+    """
     runner = OperatorRunner(kubeconfig)
-    await runner.start()
+    marker = request.node.get_closest_marker("operator_settings")
+    await runner.start(**(marker.kwargs if marker else {}))
     try:
         yield runner
     finally:
         await runner.stop()
     if request.node.get_closest_marker("operator_errors_expected") is None:
         assert logs.errors() == [], "the operator logged errors"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def eventually(

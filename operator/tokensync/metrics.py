@@ -1,0 +1,113 @@
+"""Prometheus metrics. Labels are namespaces, names, hosts and reasons: never a secret or a token.
+
+Per-resource series are removed when the resource goes away, so the cardinality is
+bounded by the number of ClientCredentials (hosts are bounded by the allowlist, reasons
+by the ``Reason`` enum).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from datetime import datetime
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+RESOURCE_LABELS = ("namespace", "name")
+
+
+class Metrics:
+    """One registry per operator instance (tests run several in one process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.token_expiry = Gauge(
+            "tokensync_token_expiry_timestamp_seconds",
+            "When the token in the target Secret expires (Unix time).",
+            RESOURCE_LABELS,
+            registry=self.registry,
+        )
+        self.token_renewal = Gauge(
+            "tokensync_token_renewal_timestamp_seconds",
+            "When the token will be refreshed (Unix time).",
+            RESOURCE_LABELS,
+            registry=self.registry,
+        )
+        self.ready = Gauge(
+            "tokensync_ready",
+            "1 when the target Secret holds a valid token for the current spec, else 0.",
+            RESOURCE_LABELS,
+            registry=self.registry,
+        )
+        self.failed_attempts = Gauge(
+            "tokensync_failed_attempts",
+            "Consecutive failed attempts (0 when healthy).",
+            RESOURCE_LABELS,
+            registry=self.registry,
+        )
+        self.exchanges = Counter(
+            "tokensync_exchanges_total",
+            "Token exchanges sent, by result (TokenIssued or the failure reason).",
+            ("host", "reason"),
+            registry=self.registry,
+        )
+        self.exchange_duration = Histogram(
+            "tokensync_exchange_duration_seconds",
+            "Duration of token exchanges.",
+            ("host",),
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.secret_writes = Counter(
+            "tokensync_secret_writes_total",
+            "Writes (creates and patches) of target Secrets.",
+            ("namespace",),
+            registry=self.registry,
+        )
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def exchange_done(self, host: str, reason: str, seconds: float) -> None:
+        self.exchanges.labels(host=host, reason=reason).inc()
+        self.exchange_duration.labels(host=host).observe(seconds)
+
+    def secret_written(self, namespace: str) -> None:
+        self.secret_writes.labels(namespace=namespace).inc()
+
+    def resource_observed(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        ready: bool,
+        failed_attempts: int,
+        expires_at: datetime | None,
+        renewal_at: datetime | None,
+    ) -> None:
+        self.ready.labels(namespace, name).set(1 if ready else 0)
+        self.failed_attempts.labels(namespace, name).set(failed_attempts)
+        for gauge, moment in ((self.token_expiry, expires_at), (self.token_renewal, renewal_at)):
+            if moment is None:
+                _remove(gauge, namespace, name)
+            else:
+                # Whole seconds, as status and the Secret show them.
+                gauge.labels(namespace, name).set(int(moment.timestamp()))
+
+    def resource_gone(self, namespace: str, name: str) -> None:
+        for gauge in (self.ready, self.failed_attempts, self.token_expiry, self.token_renewal):
+            _remove(gauge, namespace, name)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside the pod
+        self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never set for this resource
+        gauge.remove(*labels)
