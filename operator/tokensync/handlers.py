@@ -181,25 +181,35 @@ def _news_key(body: Mapping[str, Any]) -> tuple[Any, Any]:
     return meta.get("generation"), (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
 
 
-@kopf.on.event(models.GROUP, models.VERSION, models.PLURAL)
-def resource_changed(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    """A spec change or a refresh request wakes the resource's daemon; our own status writes do not."""
-    runtime = _runtime(memo)
+def _is_news(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
+    """A new generation or refresh request of a resource with a running daemon (not our own status write)."""
     uid = meta.get("uid")
-    state = runtime.states.get(uid) if uid else None
-    if state is None or uid is None:
-        return
-    key = _news_key(body)
-    if runtime.seen.get(uid) != key:
-        runtime.seen[uid] = key
-        state.wake.set()
+    runtime: Runtime | None = memo.get("runtime")
+    return bool(runtime and uid in runtime.states and runtime.seen.get(uid) != _news_key(body))
 
 
-@kopf.on.event("", "v1", "secrets")
-def secret_changed(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+# The `when=` filters keep kopf from invoking (and logging) a handler for every unrelated event.
+@kopf.on.event(models.GROUP, models.VERSION, models.PLURAL, when=_is_news)
+async def resource_changed(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """A spec change or a refresh request wakes the resource's daemon.
+
+    Async on purpose: kopf runs sync handlers in threads, and asyncio.Event is not thread-safe.
+    """
+    runtime = _runtime(memo)
+    uid = meta["uid"]
+    runtime.seen[uid] = _news_key(body)
+    if uid in runtime.states:
+        runtime.states[uid].wake.set()
+
+
+def _is_dependency(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
+    runtime: Runtime | None = memo.get("runtime")
+    return bool(runtime and runtime.dependents(meta.get("namespace", ""), meta.get("name", "")))
+
+
+@kopf.on.event("", "v1", "secrets", when=_is_dependency)
+async def secret_changed(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     """Credential rotation, and deletion or tampering of a target Secret, wake the resources involved."""
-    if "runtime" not in memo:
-        return
     version = meta.get("resourceVersion")
     for state in _runtime(memo).dependents(meta.get("namespace", ""), meta.get("name", "")):
         if type == "DELETED" or version != state.secret_version:

@@ -34,6 +34,8 @@ _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A Secret/ConfigMap data key.
 DATA_KEY = r"^[-._a-zA-Z0-9]+$"
+# The keys tokensync writes into the target Secret itself.
+TOKEN_KEYS = ("accessToken", "tokenType", "expiresAt", "scope")
 
 ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 DataKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DATA_KEY)]
@@ -164,6 +166,18 @@ class Target(_Model):
             ]
         },
     )
+
+    @field_validator("template")
+    @classmethod
+    def _template_keys(cls, template: dict[str, str]) -> dict[str, str]:
+        # The CRD's CEL rules say the same at admission; this covers API servers that skip them.
+        for key in template:
+            if not re.fullmatch(DATA_KEY, key) or len(key) > 253:
+                raise ValueError(f"template key {key!r} is not a valid Secret data key")
+            if key in TOKEN_KEYS:
+                raise ValueError(f"template key {key!r} would replace a token key")
+        return template
+
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.DELETE,
         alias="deletionPolicy",

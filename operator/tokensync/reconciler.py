@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from . import models, renewal
 from .exchange import ClientCredentials, ExchangeError, InvalidCABundleError, host_allowed
 from .issuer import Clock, Issuer, IssueRequest
-from .kube import Kube
+from .kube import Kube, KubeError
 from .metrics import Metrics
 from .models import ClientCredentialSpec, ClientCredentialStatus, Reason
 from .secrets import (
@@ -244,6 +244,14 @@ class Reconciler:
                 applied = await apply_secret(self.kube, owner, render_secret(owner, spec, token), target)
             except SecretConflictError as exc:
                 result.failure, result.token = Failure(Reason.SECRET_CONFLICT, str(exc)), None
+            except KubeError as exc:
+                if exc.status not in (400, 422):
+                    raise  # transient or RBAC: logged and retried by the caller
+                # The API server refused the Secret we rendered (e.g. a template key the CRD's
+                # CEL rules would have rejected): a spec problem the user must fix.
+                result.failure = Failure(
+                    Reason.INVALID_SPEC, f"the API server rejected Secret {result.secret_name!r}: {exc}"
+                )
             else:
                 state.secret_version = applied.secret["metadata"].get("resourceVersion")
                 if applied.written and self.metrics is not None:

@@ -33,11 +33,8 @@ ANNOTATION_ISSUED_AT = "tokensync.io/issued-at"
 ANNOTATION_EXPIRES_AT = "tokensync.io/expires-at"
 ANNOTATION_CREDENTIALS_HASH = "tokensync.io/credentials-hash"
 
-KEY_ACCESS_TOKEN = "accessToken"
-KEY_TOKEN_TYPE = "tokenType"
-KEY_EXPIRES_AT = "expiresAt"
-KEY_SCOPE = "scope"
-RESERVED_KEYS = frozenset({KEY_ACCESS_TOKEN, KEY_TOKEN_TYPE, KEY_EXPIRES_AT, KEY_SCOPE})
+KEY_ACCESS_TOKEN, KEY_TOKEN_TYPE, KEY_EXPIRES_AT, KEY_SCOPE = models.TOKEN_KEYS
+RESERVED_KEYS = frozenset(models.TOKEN_KEYS)
 
 
 def rfc3339(moment: datetime) -> str:
