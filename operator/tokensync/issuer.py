@@ -60,7 +60,7 @@ class Issuer:
         self._clock = clock
         self._remember = remember
         self._metrics = metrics
-        self._inflight: dict[str, asyncio.Future[StoredToken]] = {}
+        self._inflight: dict[str, asyncio.Future[StoredToken]] = {}  # fingerprint -> the exchange in flight
         self._recent: OrderedDict[str, StoredToken] = OrderedDict()
         self._host_limits: dict[str, asyncio.Semaphore] = {}
         #: Exchanges actually sent (for tests and the benchmark).
@@ -74,29 +74,23 @@ class Issuer:
         recent = self._recent.get(request.fingerprint)
         if recent is not None and accept is not None and accept(recent):
             return recent
-        pending = self._inflight.get(request.fingerprint)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[StoredToken] = asyncio.get_running_loop().create_future()
-        self._inflight[request.fingerprint] = future
-        try:
-            token = await self._exchange(request)
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: nobody else may be waiting
-            else:
-                future.cancel()
-            raise
-        else:
-            future.set_result(token)
-            self._recent[request.fingerprint] = token
-            self._recent.move_to_end(request.fingerprint)
-            while len(self._recent) > self._remember:
-                self._recent.popitem(last=False)
-            return token
-        finally:
-            del self._inflight[request.fingerprint]
+        flight = self._inflight.get(request.fingerprint)
+        if flight is None:
+            # The exchange runs in a task of its own, not in the first caller: a caller that is
+            # cancelled (its resource was deleted) must not cancel the others sharing the flight.
+            flight = asyncio.ensure_future(self._exchange(request))
+            self._inflight[request.fingerprint] = flight
+            flight.add_done_callback(lambda done: self._landed(request.fingerprint, done))
+        return await asyncio.shield(flight)
+
+    def _landed(self, fingerprint: str, flight: asyncio.Future[StoredToken]) -> None:
+        del self._inflight[fingerprint]
+        if flight.cancelled() or flight.exception() is not None:  # exception() marks it retrieved
+            return
+        self._recent[fingerprint] = flight.result()
+        self._recent.move_to_end(fingerprint)
+        while len(self._recent) > self._remember:
+            self._recent.popitem(last=False)
 
     async def _exchange(self, request: IssueRequest) -> StoredToken:
         host = (urlsplit(request.url).hostname or "").lower()
@@ -113,6 +107,9 @@ class Issuer:
                 )
             except ex.ExchangeError as exc:
                 reason = exc.reason
+                raise
+            except asyncio.CancelledError:
+                reason = "Cancelled"  # not a success: the operator is shutting down
                 raise
             finally:
                 if sent:

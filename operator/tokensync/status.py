@@ -191,9 +191,21 @@ def to_json(status: ClientCredentialStatus) -> dict[str, Any]:
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
-    """A merge patch from ``old`` to ``new`` (top-level keys; nulls remove), or None if equal."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k not in new})
+    """The JSON merge patch (RFC 7386) from ``old`` to ``new``, or None if they are equal.
+
+    Nested objects are diffed too: a merge patch merges them, so a key that ``new`` drops
+    (say ``lastFailure.httpStatus``) must be sent as null or the server keeps it.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = status_patch(before, value)
+            if nested is not None:
+                patch[key] = nested
+        elif before != value:
+            patch[key] = value
+    patch.update({key: None for key in old if key not in new})
     return patch or None
 
 
