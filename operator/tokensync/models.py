@@ -291,6 +291,13 @@ STALLED_REASONS = frozenset(
 )
 
 
+#: Failures of the inputs themselves, found before any request: once the inputs pass, they
+#: have changed by definition, so nothing is held back by the backoff these failures built up.
+PRECONDITION_REASONS = frozenset(
+    {Reason.CREDENTIALS_NOT_FOUND, Reason.INVALID_SPEC, Reason.HOST_NOT_ALLOWED, Reason.SECRET_CONFLICT}
+)
+
+
 class Condition(_Model):
     """The standard metav1.Condition shape."""
 

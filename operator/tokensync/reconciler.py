@@ -29,7 +29,7 @@ from .exchange import ClientCredentials, ExchangeError, InvalidCABundleError, ho
 from .issuer import Clock, Issuer, IssueRequest
 from .kube import Kube, KubeError
 from .metrics import Metrics
-from .models import ClientCredentialSpec, ClientCredentialStatus, Reason
+from .models import PRECONDITION_REASONS, ClientCredentialSpec, ClientCredentialStatus, Reason
 from .secrets import (
     Owner,
     Ownership,
@@ -45,11 +45,6 @@ from .status import Event, Failure, Situation, build_status, failure_record, sta
 
 REFRESH_ANNOTATION = "tokensync.io/refresh-requested-at"
 
-#: Failures of the inputs themselves: once the inputs pass, they have changed by definition,
-#: so the next exchange is not held back by the backoff these failures built up.
-PRECONDITION_REASONS = frozenset(
-    {Reason.CREDENTIALS_NOT_FOUND, Reason.INVALID_SPEC, Reason.HOST_NOT_ALLOWED, Reason.SECRET_CONFLICT}
-)
 
 EventSink = Callable[[Mapping[str, Any], Event], None]
 
@@ -64,6 +59,10 @@ class ResourceState:
     token: StoredToken | None = None
     #: The fingerprint of the inputs of the last failed exchange.
     failed_fingerprint: str | None = None
+    #: The exact time of the last failure (status keeps whole seconds only).
+    failure_at: datetime | None = None
+    #: A requested refresh failed: it is retried (with backoff) until an exchange succeeds.
+    refresh_pending: bool = False
     #: The resourceVersion of the Secret as we last wrote or read it: our own write's watch event is no news.
     secret_version: str | None = None
     #: Secrets this resource reads or writes, for waking it when they change.
@@ -199,7 +198,7 @@ class Reconciler:
 
         annotation = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
         refresh_requested = bool(annotation) and annotation != old.last_refresh_request
-        record = failure_record(old)
+        record = failure_record(old, state.failure_at)
         inp = renewal.Input(
             now=now,
             token=_state(token),
@@ -213,6 +212,7 @@ class Reconciler:
                 or (state.failed_fingerprint is not None and state.failed_fingerprint != result.fingerprint)
             ),
             refresh_requested=refresh_requested,
+            refresh_pending=state.refresh_pending,
         )
         decision = renewal.plan(inp)
         if decision.issue is not None:
@@ -230,6 +230,7 @@ class Reconciler:
             except ExchangeError as exc:
                 result.failure = Failure(exc.reason, exc.message, exc.http_status, exc.code, exc.retry_after)
                 state.failed_fingerprint = result.fingerprint
+                state.refresh_pending = state.refresh_pending or refresh_requested
                 self.logger.warning("Token exchange failed (%s): %s", exc.reason, exc.message)
             except InvalidCABundleError as exc:
                 result.failure = Failure(Reason.INVALID_SPEC, f"caBundleRef: {exc}")
@@ -237,6 +238,7 @@ class Reconciler:
                 result.issued = True
                 state.token = token
                 state.failed_fingerprint = None
+                state.refresh_pending = False
         result.token = token
 
         if token is not None:
@@ -276,33 +278,37 @@ class Reconciler:
 
         uid = meta.get("uid", "")
         token_state = _state(result.token)
-        new_record = failure_record(old)
         if result.failure is not None:
-            attempts = old.failed_attempts + 1
-            new_record = renewal.FailureRecord(attempts, now, result.failure.reason, result.failure.retry_after)
+            state.failure_at = now
+            new_record: renewal.FailureRecord | None = renewal.FailureRecord(
+                old.failed_attempts + 1, now, result.failure.reason, result.failure.retry_after
+            )
         elif result.issued:
             new_record = None
-        fingerprint_now = result.fingerprint or (token_state.fingerprint if token_state else "")
+        else:
+            new_record = failure_record(old, state.failure_at)
         inp = renewal.Input(
             now=now,
             token=token_state,
-            fingerprint=fingerprint_now if result.fingerprint else "\x00unknown",
+            # Unknown inputs (a precondition failed) never match: the token is not ready.
+            fingerprint=result.fingerprint or "\x00unknown",
             renewal=result.renewal,
             seed=uid,
             failure=new_record,
+            refresh_pending=state.refresh_pending,
         )
         not_ready = renewal.readiness(inp)
-        wake_at: datetime | None
         retry_at: datetime | None = None
         if result.suspended:
             wake_at = token_state.expires_at if token_state and not_ready is None else None
-        elif new_record is not None:
-            valid_until = token_state.expires_at if token_state and not_ready is None else None
-            retry_at = renewal.next_attempt(new_record, valid_until, uid)
-            wake_at = retry_at if valid_until is None else min(retry_at, valid_until)
         else:
+            # The same policy that decided this round decides the next wake-up, so a round
+            # that did nothing can never ask to run again at once.
             decision = renewal.plan(inp)
-            wake_at = decision.wake_at if decision.issue is None else now + renewal.MIN_RETRY_DELAY
+            if decision.issue is not None:
+                wake_at = now + renewal.MIN_RETRY_DELAY  # e.g. a lifetime shorter than a round
+            else:
+                wake_at, retry_at = decision.wake_at, decision.backing_off_until
         renewal_at = (
             renewal.renewal_time(token_state.issued_at, token_state.expires_at, result.renewal, uid)
             if token_state
@@ -317,6 +323,7 @@ class Reconciler:
             not_ready=not_ready,
             renewal_time=renewal_at,
             failure=result.failure,
+            issued=result.issued,
             retry_at=retry_at,
             suspended=result.suspended,
             last_refresh_request=annotation if result.refresh_handled else old.last_refresh_request,

@@ -141,8 +141,10 @@ class Input:
     failure: FailureRecord | None = None
     #: The inputs (spec or credentials) changed since the last failed attempt.
     inputs_changed_since_failure: bool = False
-    #: A refresh-requested-at annotation value not yet acted on.
+    #: A refresh-requested-at annotation value not yet acted on (bypasses the backoff once).
     refresh_requested: bool = False
+    #: A requested refresh was tried and failed: still wanted, but subject to the backoff.
+    refresh_pending: bool = False
 
 
 Check = Callable[[Input], Verdict | None]
@@ -166,6 +168,12 @@ def _refresh_requested(inp: Input) -> Verdict | None:
     return None
 
 
+def _refresh_pending(inp: Input) -> Verdict | None:
+    if inp.refresh_pending:
+        return Verdict("RefreshPending", "a requested refresh failed and is retried")
+    return None
+
+
 def _expired(inp: Input) -> Verdict | None:
     if inp.token is not None and inp.now >= inp.token.expires_at:
         return Verdict("Expired", f"the token expired at {inp.token.expires_at.isoformat()}")
@@ -183,7 +191,7 @@ def _nearing_expiry(inp: Input) -> Verdict | None:
 
 #: Should a new token be issued? The readiness chain shares the prefix and ends in
 #: ``_expired`` instead of ``_nearing_expiry``, as in cert-manager.
-REFRESH_CHECKS: Sequence[Check] = (_no_token, _inputs_changed, _refresh_requested, _nearing_expiry)
+REFRESH_CHECKS: Sequence[Check] = (_no_token, _inputs_changed, _refresh_requested, _refresh_pending, _nearing_expiry)
 READY_CHECKS: Sequence[Check] = (_no_token, _inputs_changed, _expired)
 
 

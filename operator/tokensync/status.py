@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .models import ClientCredentialStatus, Condition, LastFailure, Reason
+from .models import PRECONDITION_REASONS, ClientCredentialStatus, Condition, LastFailure, Reason
 from .renewal import FailureRecord, Verdict, is_stalled
 from .secrets import StoredToken, rfc3339
 
@@ -37,15 +37,23 @@ class Failure:
     retry_after: timedelta | None = None
 
 
-def failure_record(status: ClientCredentialStatus) -> FailureRecord | None:
-    """The backoff state as status holds it: rebuilt after a restart, as cert-manager does."""
+def failure_record(status: ClientCredentialStatus, exact_at: datetime | None = None) -> FailureRecord | None:
+    """The backoff state as status holds it: rebuilt after a restart, as cert-manager does.
+
+    Status keeps whole seconds; ``exact_at`` (remembered in memory) is used when it is the
+    same failure. Otherwise the time is rounded up, never down, so a Retry-After or a backoff
+    is never cut short.
+    """
     if not status.failed_attempts or status.last_failure_time is None or status.last_failure is None:
         return None
     reason = status.last_failure.reason or Reason.ENDPOINT_UNAVAILABLE
     seconds = status.last_failure.retry_after_seconds
+    at = status.last_failure_time + timedelta(seconds=1)
+    if exact_at is not None and exact_at.replace(microsecond=0) == status.last_failure_time:
+        at = exact_at
     return FailureRecord(
         attempts=status.failed_attempts,
-        at=status.last_failure_time,
+        at=at,
         reason=reason,
         retry_after=timedelta(seconds=seconds) if seconds is not None else None,
     )
@@ -79,6 +87,8 @@ class Situation:
     renewal_time: datetime | None
     #: The failure of this round, if any; None after a success or when nothing was attempted.
     failure: Failure | None = None
+    #: A token was issued this round.
+    issued: bool = False
     #: When the next attempt is planned, if a retry is pending.
     retry_at: datetime | None = None
     suspended: bool = False
@@ -103,9 +113,9 @@ def _when(moment: datetime | None) -> str:
 def build_status(old: ClientCredentialStatus, situation: Situation) -> ClientCredentialStatus:
     """The status to write after this round, given the status as it was."""
     s = situation
-    failure_reason = s.failure.reason if s.failure else (old.last_failure.reason if old.last_failure else None)
-    carried = s.failure is None and old.failed_attempts and s.not_ready is not None and not s.suspended
-    # A failure counts until a round succeeds; a round that attempted nothing keeps the old record.
+    old_reason = old.last_failure.reason if old.last_failure else None
+    # A failure record lasts until an exchange succeeds (or, for a failed precondition, until
+    # the token is usable again); rounds that attempted nothing carry it on.
     if s.failure is not None:
         failed_attempts = old.failed_attempts + 1
         last_failure_time: datetime | None = s.now.replace(microsecond=0)
@@ -116,10 +126,11 @@ def build_status(old: ClientCredentialStatus, situation: Situation) -> ClientCre
             message=s.failure.message,
             retry_after_seconds=int(s.failure.retry_after.total_seconds()) if s.failure.retry_after else None,
         )
-    elif carried or (s.retry_at is not None and old.failed_attempts):
-        failed_attempts, last_failure_time, last_failure = old.failed_attempts, old.last_failure_time, old.last_failure
+    elif s.issued or old_reason is None or (s.not_ready is None and old_reason in PRECONDITION_REASONS):
+        failed_attempts, last_failure_time, last_failure = 0, None, None
     else:
-        failed_attempts, last_failure_time, last_failure, failure_reason = 0, None, None, None
+        failed_attempts, last_failure_time, last_failure = old.failed_attempts, old.last_failure_time, old.last_failure
+    failure_reason = last_failure.reason if last_failure else None
     failing_message = last_failure.message if last_failure else ""
 
     ready = s.not_ready is None

@@ -522,7 +522,41 @@ def test_cluster_scoped_resources(core: kubernetes.client.CoreV1Api) -> None:
     assert core.read_namespace(name).metadata.uid == created.metadata.uid
     status = core.patch_namespace_status(name, {"status": {"phase": "Active"}})
     assert status.status.phase == "Active"
+    assert name in [n.metadata.name for n in core.list_namespace().items]  # kmock's parser fails here
+    rv = core.list_namespace().metadata.resource_version
     core.delete_namespace(name)
+    assert brief(watch(core.list_namespace, resource_version=rv)) == [("DELETED", name)]
+
+
+def test_validation_like_the_apiserver(core: kubernetes.client.CoreV1Api, ns: str) -> None:
+    def rejected(call: Callable[[], Any], status: int = 422) -> dict[str, Any]:
+        with pytest.raises(ApiException) as exc:
+            call()
+        assert exc.value.status == status
+        return status_of(exc.value)
+
+    body = rejected(
+        lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "s"}, "stringData": {"bad key": "v"}})
+    )
+    assert body["reason"] == "Invalid"
+    assert body["details"]["causes"][0]["field"] == "data[bad key]"
+    rejected(lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "Upper_Case"}}))
+    rejected(lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "s", "labels": {"k": "not ok!"}}}))
+    rejected(lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "s", "finalizers": ["bad finalizer"]}}))
+    rejected(
+        lambda: core.create_namespaced_secret(
+            ns,
+            {"metadata": {"name": "s", "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": ""}]}},
+        )
+    )
+    rejected(lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "s"}, "data": {"k": "not base64!"}}), 400)
+    rejected(lambda: core.create_namespaced_config_map(ns, {"metadata": {"name": "c"}, "data": {"k": "x" * 1_100_000}}))
+
+    secret = core.create_namespaced_secret(ns, {"metadata": {"name": "s"}, "data": {"k": "dg=="}, "immutable": True})
+    assert secret.type == "Opaque"
+    rejected(lambda: core.patch_namespaced_secret("s", ns, {"data": {"k": "dw=="}}))
+    rejected(lambda: core.patch_namespaced_secret("s", ns, {"type": "kubernetes.io/tls"}))
+    core.patch_namespaced_secret("s", ns, {"metadata": {"labels": {"ok": "yes"}}})  # metadata stays mutable
 
 
 def test_write_counts(cluster: FakeCluster, custom: Any, ns: str) -> None:
@@ -561,6 +595,7 @@ def test_kubeconfig_and_discovery(cluster: FakeCluster, tmp_path: Path) -> None:
         assert {r.name for r in resources} == {"clientcredentials", "clientcredentials/status"}
         assert set(resources[0].short_names) == {"clientcred", "cc"}
         assert resources[0].namespaced is True
+        assert kubernetes.client.CoreV1Api(api).get_api_resources().group_version == "v1"
         groups = {g.name for g in kubernetes.client.ApisApi(api).get_api_versions().groups}
         assert {"apps", "tokensync.io", "kopf.dev", "coordination.k8s.io", "events.k8s.io"} <= groups
 

@@ -475,3 +475,19 @@ def test_readiness(inp: Input, reason: str | None) -> None:
         assert verdict is not None
         assert verdict.reason == reason
         assert verdict.message
+
+
+def test_a_failed_refresh_request_stays_wanted_but_waits_for_the_backoff(jitter: Callable[[float], None]) -> None:
+    jitter(0.0)
+    fresh = T0 + s(60)  # the token is far from its renewal point
+    failed = failure_at(fresh, attempts=1, reason=Reason.ENDPOINT_UNAVAILABLE)
+    waiting = plan(make_input(fresh + s(1), failure=failed, refresh_pending=True))
+    assert waiting.issue is None
+    assert waiting.backing_off_until == fresh + s(5)
+    due = plan(make_input(fresh + s(5), failure=failed, refresh_pending=True))
+    assert due.issue is not None
+    assert due.issue.reason == "RefreshPending"
+    # Without the pending request the fresh token needs nothing: no retry is planned.
+    idle = plan(make_input(fresh + s(1), failure=failed))
+    assert idle.issue is None
+    assert idle.backing_off_until is None

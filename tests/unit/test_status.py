@@ -55,6 +55,7 @@ RATE_LIMITED = Failure(
     http_status=429,
     retry_after=timedelta(seconds=30),
 )
+MISSING_CREDENTIALS = Failure(Reason.CREDENTIALS_NOT_FOUND, "Secret 'creds' not found in 'payments'")
 BAD_CREDENTIALS = Failure(
     Reason.INVALID_CREDENTIALS, "the endpoint rejected the client credentials (HTTP 401)", http_status=401, code=16
 )
@@ -91,7 +92,9 @@ FAILED_ONCE = build_status(ISSUED, situation(now=T1, failure=UNAVAILABLE, retry_
 T2 = T1 + timedelta(seconds=5)
 FAILED_TWICE = build_status(FAILED_ONCE, situation(now=T2, failure=UNAVAILABLE, retry_at=T2 + timedelta(seconds=10)))
 T3 = T2 + timedelta(seconds=10)
-RECOVERED = build_status(FAILED_TWICE, situation(now=T3, token=NEW_TOKEN, renewal_time=T3 + timedelta(minutes=40)))
+RECOVERED = build_status(
+    FAILED_TWICE, situation(now=T3, token=NEW_TOKEN, issued=True, renewal_time=T3 + timedelta(minutes=40))
+)
 
 
 # set_condition() -----------------------------------------------------------------------------
@@ -288,7 +291,7 @@ def test_recovery_clears_the_failure_record() -> None:
 
 def test_recovery_from_a_stall_flips_ready_and_stalled() -> None:
     stalled = build_status(ClientCredentialStatus(), situation(token=None, not_ready=NO_TOKEN, failure=BAD_CREDENTIALS))
-    fixed = build_status(stalled, situation(now=T0 + HOUR, token=NEW_TOKEN))
+    fixed = build_status(stalled, situation(now=T0 + HOUR, token=NEW_TOKEN, issued=True))
     assert conditions(fixed)[READY] == ("True", Reason.TOKEN_ISSUED)
     assert conditions(fixed)[STALLED] == ("False", Reason.AS_EXPECTED)
     assert condition(fixed, READY).last_transition_time == T0 + HOUR
@@ -367,15 +370,42 @@ def test_failure_record_is_none_without_a_complete_failure(status: ClientCredent
     assert failure_record(status) is None
 
 
-def test_failure_record_rebuilds_the_backoff_state() -> None:
-    assert failure_record(FAILED_TWICE) == FailureRecord(attempts=2, at=T2, reason=Reason.ENDPOINT_UNAVAILABLE)
+def test_failure_record_rebuilds_the_backoff_state_rounding_the_time_up() -> None:
+    # Status keeps whole seconds: the failure happened within [T2, T2 + 1s), so a backoff or a
+    # Retry-After counted from T2 could end early; from T2 + 1s it never does.
+    assert failure_record(FAILED_TWICE) == FailureRecord(
+        attempts=2, at=T2 + timedelta(seconds=1), reason=Reason.ENDPOINT_UNAVAILABLE
+    )
+
+
+def test_failure_record_uses_the_exact_time_remembered_for_the_same_failure() -> None:
+    exact = T2 + timedelta(milliseconds=700)
+    assert failure_record(FAILED_TWICE, exact).at == exact
+    # A remembered time from another failure (another second) is not this one's.
+    assert failure_record(FAILED_TWICE, T1).at == T2 + timedelta(seconds=1)
+
+
+def test_a_round_that_attempted_nothing_keeps_the_failure_record() -> None:
+    # e.g. a failed refresh request while the token is still fresh: no retry is planned,
+    # but the failure stays visible until an exchange succeeds.
+    quiet = build_status(FAILED_TWICE, situation(now=T3))
+    assert quiet.failed_attempts == 2
+    assert quiet.last_failure == FAILED_TWICE.last_failure
+    assert "the last refresh failed" in condition(quiet, READY).message
+
+
+def test_a_failed_precondition_clears_once_the_token_is_usable_again() -> None:
+    missing = build_status(ISSUED, situation(now=T1, not_ready=NO_TOKEN, failure=MISSING_CREDENTIALS))
+    found = build_status(missing, situation(now=T2))
+    assert found.failed_attempts == 0
+    assert found.last_failure is None
 
 
 def test_failure_record_survives_the_trip_through_the_api() -> None:
     status = build_status(ISSUED, situation(now=T1, failure=RATE_LIMITED, retry_at=T1 + timedelta(seconds=30)))
     restored = ClientCredentialStatus.model_validate(to_json(status))
     assert failure_record(restored) == FailureRecord(
-        attempts=1, at=T1, reason=Reason.RATE_LIMITED, retry_after=timedelta(seconds=30)
+        attempts=1, at=T1 + timedelta(seconds=1), reason=Reason.RATE_LIMITED, retry_after=timedelta(seconds=30)
     )
 
 
@@ -579,7 +609,7 @@ def test_no_event_ever_holds_the_token() -> None:
         (ClientCredentialStatus(), situation(), True),
         (ISSUED, situation(now=T1, failure=UNAVAILABLE, retry_at=T1 + timedelta(seconds=5)), False),
         (FAILED_ONCE, situation(now=T2, failure=RATE_LIMITED, retry_at=T2 + timedelta(seconds=30)), False),
-        (FAILED_TWICE, situation(now=T3, token=NEW_TOKEN), True),
+        (FAILED_TWICE, situation(now=T3, token=NEW_TOKEN, issued=True), True),
         (ISSUED, situation(now=T0 + HOUR, not_ready=EXPIRED), False),
         (ISSUED, situation(now=T1, token=None, not_ready=NO_TOKEN, failure=BAD_CREDENTIALS), False),
         (FAILED_ONCE, situation(now=T3, suspended=True, not_ready=EXPIRED), False),
