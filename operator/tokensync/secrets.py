@@ -33,6 +33,14 @@ ANNOTATION_ISSUED_AT = "tokensync.io/issued-at"
 ANNOTATION_EXPIRES_AT = "tokensync.io/expires-at"
 ANNOTATION_CREDENTIALS_HASH = "tokensync.io/credentials-hash"
 
+#: A generated Secret is not in Git: GitOps tools must neither prune it nor report it as drift,
+#: even when target.labels carry their tracking label. Users may override these.
+GITOPS_ANNOTATIONS = {
+    "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+    "argocd.argoproj.io/sync-options": "Prune=false",
+    "kustomize.toolkit.fluxcd.io/prune": "disabled",
+}
+
 KEY_ACCESS_TOKEN, KEY_TOKEN_TYPE, KEY_EXPIRES_AT, KEY_SCOPE = models.TOKEN_KEYS
 RESERVED_KEYS = frozenset(models.TOKEN_KEYS)
 
@@ -150,6 +158,7 @@ def render_secret(owner: Owner, spec: models.ClientCredentialSpec, token: Stored
     """The desired target Secret, as a plain dict."""
     labels = {**spec.target.labels, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
     annotations = {
+        **GITOPS_ANNOTATIONS,
         **spec.target.annotations,
         ANNOTATION_OWNER: owner.ref,
         ANNOTATION_ISSUED_AT: rfc3339(token.issued_at),

@@ -554,3 +554,18 @@ def test_chart_versions_follow_the_package() -> None:
     assert chart["appVersion"] == project["version"]
     assert chart["version"] == "0.1.0"
     assert chart["name"] == "tokensync"
+
+
+def test_the_plain_manifests_are_the_chart_rendered_with_defaults() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_manifests", REPO / "scripts" / "render_manifests.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (REPO / "deploy" / "tokensync.yaml").read_text()
+    assert committed == module.render(), "deploy/tokensync.yaml is out of date: run `make manifests`"
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(committed) if doc]
+    assert kinds[:2] == ["Namespace", "CustomResourceDefinition"]
+    assert "Deployment" in kinds

@@ -306,11 +306,21 @@ def test_annotations_hold_owner_times_hash_and_the_users_annotations() -> None:
     secret = render_secret(OWNER, make_spec(target={"annotations": {"note": "hello"}}), token)
     assert secret["metadata"]["annotations"] == {
         "note": "hello",
+        "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+        "argocd.argoproj.io/sync-options": "Prune=false",
+        "kustomize.toolkit.fluxcd.io/prune": "disabled",
         ANNOTATION_OWNER: "team-a/palisade",
         ANNOTATION_ISSUED_AT: "2030-01-01T12:00:00Z",
         ANNOTATION_EXPIRES_AT: "2030-01-01T13:00:00Z",
         ANNOTATION_CREDENTIALS_HASH: FP,
     }
+
+
+def test_the_user_can_override_the_gitops_annotations() -> None:
+    spec = make_spec(target={"annotations": {"argocd.argoproj.io/sync-options": "Prune=true"}})
+    annotations = render_secret(OWNER, spec, make_token())["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/sync-options"] == "Prune=true"
+    assert annotations["kustomize.toolkit.fluxcd.io/prune"] == "disabled"
 
 
 def test_the_user_cannot_override_tokensync_annotations() -> None:
