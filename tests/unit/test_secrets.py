@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tokensync import models
+from tokensync.devcluster import merge_patch  # the stand-in applies patches as the API server does
 from tokensync.exchange import ClientCredentials
 from tokensync.kube import KubeError
 from tokensync.models import ClientCredentialSpec, DeletionPolicy, Target
@@ -102,19 +103,6 @@ def with_template(spec: ClientCredentialSpec, template: dict[str, str]) -> Clien
         name=None, labels={}, annotations={}, template=template, deletion_policy=DeletionPolicy.DELETE
     )
     return spec.model_copy(update={"target": target})
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch, as the API server applies ``application/merge-patch+json``."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def live(secret: dict[str, Any], version: str = "5") -> dict[str, Any]:

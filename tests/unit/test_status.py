@@ -6,13 +6,13 @@ All pure: every moment is a fixed UTC datetime, and rounds are chained by feedin
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from tokensync.devcluster import merge_patch  # the stand-in applies patches as the API server does
 from tokensync.models import ClientCredentialStatus, Condition, LastFailure, Reason
 from tokensync.renewal import FailureRecord, Verdict
 from tokensync.secrets import StoredToken
@@ -476,19 +476,6 @@ def test_to_json_round_trips() -> None:
 
 
 # status_patch() ------------------------------------------------------------------------------
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch, as the API server applies ``application/merge-patch+json``."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 @pytest.mark.parametrize(
