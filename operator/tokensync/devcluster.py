@@ -30,10 +30,16 @@ plain kmock 0.8 is not faithful enough for kopf. Relative to plain kmock 0.8, it
   422 Invalid, 410 Expired, 400 BadRequest, 405 MethodNotAllowed, 415 UnsupportedMediaType.
 * DELETE honours finalizers; the object goes when the last finalizer is removed, and no new
   finalizers can be added once the deletion has started.
-* A Secret's ``stringData`` is folded into base64 ``data``.
+* A Secret's ``stringData`` is folded into base64 ``data`` (and ``type`` defaults to Opaque).
+* Validation that operators trip over answers 422 Invalid (400 for undecodable base64):
+  object names (RFC 1123), label and annotation keys and values, finalizer names,
+  ownerReferences, Secret/ConfigMap data keys and their 1 MiB limit, immutable Secrets and
+  ConfigMaps, a Secret's immutable ``type``. Request bodies may be up to 3 MiB, as in the apiserver.
 * Throughput stays flat: kmock re-filters its whole request log on every request, so the log
   is bounded and resource requests bypass kmock's reaction matching entirely.
-* URLs that kmock's parser rejects with a 500 (e.g. ``/api/v1/namespaces``) are served.
+* URLs that kmock's parser rejects with a 500 (e.g. ``/api/v1/namespaces``) are served;
+  discovery URLs with the kubernetes client's trailing slashes (``/apis/``) are served;
+  the core group's ``groupVersion`` is ``v1`` (kmock says ``/v1``).
 
 Every resource must be declared (:class:`ResourceDecl`); CRD objects register nothing.
 
@@ -198,7 +204,9 @@ def _bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-_NO_SUCH_PATH = ApiError(404, "NotFound", "the server could not find the requested resource")
+def _no_such_path() -> ApiError:
+    # A fresh instance per raise: re-raising one instance would keep growing its traceback.
+    return ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
 # --------------------------------------------------------------------------------------------
@@ -777,16 +785,16 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         if len(rest) >= 3 and rest[0] == "namespaces" and (group, version, rest[2]) in self._states:
             namespace, rest = rest[1], rest[2:]
         if len(rest) > 3:
-            raise _NO_SUCH_PATH
+            raise _no_such_path()
         state = self._states.get((group, version, rest[0]))
         if state is None:
-            raise _NO_SUCH_PATH
+            raise _no_such_path()
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
         if state.decl.namespaced != (namespace is not None) and (name is not None or not state.decl.namespaced):
-            raise _NO_SUCH_PATH  # a named namespaced object needs a namespace; cluster ones have none
+            raise _no_such_path()  # a named namespaced object needs a namespace; cluster ones have none
         if subresource is not None and subresource not in state.decl.subresources:
-            raise _NO_SUCH_PATH
+            raise _no_such_path()
         return _Target(state, namespace, name, subresource)
 
     async def _serve(self, request: _Call, target: _Target) -> aiohttp.web.StreamResponse:

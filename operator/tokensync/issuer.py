@@ -97,7 +97,9 @@ class Issuer:
         limit = self._host_limits.setdefault(host, asyncio.Semaphore(self._max_per_host))
         async with limit:
             client = self._pool.get(request.ca_pem)
-            issued_at = self._clock()  # the lifetime counts from before the request was sent
+            # The lifetime counts from before the request was sent, cut to whole seconds as the
+            # Secret and status store it: the schedule is then the same before and after a restart.
+            issued_at = self._clock().replace(microsecond=0)
             started = asyncio.get_running_loop().time()
             sent = ex.host_allowed(request.url, self.allowed_hosts)
             reason: str = Reason.TOKEN_ISSUED

@@ -56,9 +56,7 @@ def run(args: Iterable[str | Path], *, check: bool = True, timeout: float = 300)
         "HELM_DATA_HOME": str(helm_home / "data"),
     }
     argv = [str(a) for a in args]
-    result = subprocess.run(  # noqa: S603 - our own tools with fixed arguments
-        argv, capture_output=True, text=True, timeout=timeout, env=env, check=False, cwd=REPO
-    )
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False, cwd=REPO)
     if check and result.returncode != 0:
         pytest.fail(
             f"`{' '.join(argv)}` exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}",

@@ -536,9 +536,7 @@ def test_serve_forever(tmp_path: Path) -> None:
         f"serve_forever(port=0, cert_dir=Path({str(tmp_path)!r}), credentials={{'cli': 'cli-secret'}})"
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(  # noqa: S603 - our own interpreter and code
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
-    ) as proc:
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) as proc:
         try:
             assert proc.stdout is not None
             lines = [proc.stdout.readline() for _ in range(4)]
