@@ -172,95 +172,119 @@ class Reconciler:
                 "tokensync leaves it untouched",
             )
             return result
-        from_secret = read_token(target)
-        # Memory wins when the Secret lost or changed our token (deleted, tampered).
-        token = state.token if state.token is not None else from_secret
-        result.token = token
+        result.token = state.token = current_token(state.token, read_token(target))
 
+        inputs, result.failure = await self._inputs(namespace, spec)
+        if inputs is None:
+            return result
+        result.fingerprint = inputs.fingerprint
+        if not spec.suspend:
+            annotation = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
+            refresh_requested = bool(annotation) and annotation != old.last_refresh_request
+            await self._issue_if_due(result, state, old, inputs, refresh_requested, uid, now)
+            if result.token is not None:
+                await self._write_secret(result, state, owner, spec, target)
+        return result
+
+    async def _inputs(self, namespace: str, spec: ClientCredentialSpec) -> tuple[IssueRequest | None, Failure | None]:
+        """Everything an exchange needs, or the precondition that failed (checked before any request)."""
         url = spec.effective_token_url()
         if url is None:
-            result.failure = Failure(Reason.INVALID_SPEC, "tokenURL is required when provider is oauth2")
-            return result
+            return None, Failure(Reason.INVALID_SPEC, "tokenURL is required when provider is oauth2")
         if not host_allowed(url, self.issuer.allowed_hosts):
-            result.failure = Failure(
+            return None, Failure(
                 Reason.HOST_NOT_ALLOWED,
                 f"the token host of {url!r} is not in the operator's allowlist (--allowed-token-host)",
             )
-            return result
         credentials, failure = await self._credentials(namespace, spec)
-        ca_pem, ca_failure = await self._ca_bundle(namespace, spec)
-        if credentials is None or ca_failure is not None:
-            result.failure = failure or ca_failure
-            return result
-        result.fingerprint = fingerprint(spec, url, credentials)
-        if spec.suspend:
-            return result
+        if credentials is None:
+            return None, failure
+        ca_pem, failure = await self._ca_bundle(namespace, spec)
+        if failure is not None:
+            return None, failure
+        return IssueRequest(spec, url, credentials, ca_pem, fingerprint(spec, url, credentials)), None
 
-        annotation = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
-        refresh_requested = bool(annotation) and annotation != old.last_refresh_request
+    async def _issue_if_due(
+        self,
+        result: _Round,
+        state: ResourceState,
+        old: ClientCredentialStatus,
+        request: IssueRequest,
+        refresh_requested: bool,
+        uid: str,
+        now: datetime,
+    ) -> None:
+        """Ask the policy; if a token is due, get one (shared or new) and fold the outcome into ``result``."""
         record = failure_record(old, state.failure_at)
-        inp = renewal.Input(
-            now=now,
-            token=_state(token),
-            fingerprint=result.fingerprint,
-            renewal=spec.renewal,
-            seed=uid,
-            failure=record,
-            inputs_changed_since_failure=record is not None
-            and (
-                record.reason in PRECONDITION_REASONS
-                or (state.failed_fingerprint is not None and state.failed_fingerprint != result.fingerprint)
-            ),
-            refresh_requested=refresh_requested,
-            refresh_pending=state.refresh_pending,
+        inputs_changed = state.failed_fingerprint is not None and state.failed_fingerprint != request.fingerprint
+        decision = renewal.plan(
+            renewal.Input(
+                now=now,
+                token=_state(result.token),
+                fingerprint=request.fingerprint,
+                renewal=request.spec.renewal,
+                seed=uid,
+                failure=record,
+                inputs_changed_since_failure=record is not None
+                and (record.reason in PRECONDITION_REASONS or inputs_changed),
+                refresh_requested=refresh_requested,
+                refresh_pending=state.refresh_pending,
+            )
         )
-        decision = renewal.plan(inp)
-        if decision.issue is not None:
-            result.refresh_handled = refresh_requested
-            self.logger.info("Issuing a token: %s.", decision.issue.message)
+        if decision.issue is None:
+            return
+        result.refresh_handled = refresh_requested
+        self.logger.info("Issuing a token: %s.", decision.issue.message)
+        current = result.token
 
-            def acceptable(shared: StoredToken) -> bool:
-                # Another resource's fresh token for the same inputs, not yet due for renewal.
-                due = renewal.renewal_time(shared.issued_at, shared.expires_at, spec.renewal, uid)
-                return not refresh_requested and shared != token and now < due
+        def acceptable(shared: StoredToken) -> bool:
+            # Another resource's fresh token for the same inputs, not yet due for renewal.
+            due = renewal.renewal_time(shared.issued_at, shared.expires_at, request.spec.renewal, uid)
+            return not refresh_requested and shared != current and now < due
 
-            request = IssueRequest(spec, url, credentials, ca_pem, result.fingerprint)
-            try:
-                token = await self.issuer.issue(request, accept=acceptable)
-            except ExchangeError as exc:
-                result.failure = Failure(exc.reason, exc.message, exc.http_status, exc.code, exc.retry_after)
-                state.failed_fingerprint = result.fingerprint
-                state.refresh_pending = state.refresh_pending or refresh_requested
-                self.logger.warning("Token exchange failed (%s): %s", exc.reason, exc.message)
-            except InvalidCABundleError as exc:
-                result.failure = Failure(Reason.INVALID_SPEC, f"caBundleRef: {exc}")
-            else:
-                result.issued = True
-                state.token = token
-                state.failed_fingerprint = None
-                state.refresh_pending = False
-        result.token = token
+        try:
+            token = await self.issuer.issue(request, accept=acceptable)
+        except ExchangeError as exc:
+            result.failure = Failure(exc.reason, exc.message, exc.http_status, exc.code, exc.retry_after)
+            state.failed_fingerprint = request.fingerprint
+            state.refresh_pending = state.refresh_pending or refresh_requested
+            self.logger.warning("Token exchange failed (%s): %s", exc.reason, exc.message)
+        except InvalidCABundleError as exc:
+            result.failure = Failure(Reason.INVALID_SPEC, f"caBundleRef: {exc}")
+        else:
+            result.issued = True
+            result.token = state.token = token
+            state.failed_fingerprint = None
+            state.refresh_pending = False
 
-        if token is not None:
-            try:
-                applied = await apply_secret(self.kube, owner, render_secret(owner, spec, token), target)
-            except SecretConflictError as exc:
-                result.failure, result.token = Failure(Reason.SECRET_CONFLICT, str(exc)), None
-            except KubeError as exc:
-                if exc.status not in (400, 422):
-                    raise  # transient or RBAC: logged and retried by the caller
-                # The API server refused the Secret we rendered (e.g. a template key the CRD's
-                # CEL rules would have rejected): a spec problem the user must fix.
-                result.failure = Failure(
-                    Reason.INVALID_SPEC, f"the API server rejected Secret {result.secret_name!r}: {exc}"
-                )
-            else:
-                state.secret_version = applied.secret["metadata"].get("resourceVersion")
-                if applied.written and self.metrics is not None:
-                    self.metrics.secret_written(namespace)
-                if applied.written and not result.issued:
-                    self.logger.info("Restored Secret %s from the current token.", result.secret_name)
-        return result
+    async def _write_secret(
+        self,
+        result: _Round,
+        state: ResourceState,
+        owner: Owner,
+        spec: ClientCredentialSpec,
+        target: dict[str, Any] | None,
+    ) -> None:
+        """Make the target Secret hold ``result.token`` (a no-op when it already does)."""
+        assert result.token is not None
+        try:
+            applied = await apply_secret(self.kube, owner, render_secret(owner, spec, result.token), target)
+        except SecretConflictError as exc:
+            result.failure, result.token = Failure(Reason.SECRET_CONFLICT, str(exc)), None
+        except KubeError as exc:
+            if exc.status not in (400, 422):
+                raise  # transient or RBAC: logged and retried by the caller
+            # The API server refused the Secret we rendered (e.g. a template key the CRD's
+            # CEL rules would have rejected): a spec problem the user must fix.
+            result.failure = Failure(
+                Reason.INVALID_SPEC, f"the API server rejected Secret {result.secret_name!r}: {exc}"
+            )
+        else:
+            state.secret_version = applied.secret["metadata"].get("resourceVersion")
+            if applied.written and self.metrics is not None:
+                self.metrics.secret_written(owner.namespace)
+            if applied.written and not result.issued:
+                self.logger.info("Restored Secret %s from the current token.", result.secret_name)
 
     # report ----------------------------------------------------------------------------------
 
@@ -346,6 +370,17 @@ class Reconciler:
                 renewal_at=new.renewal_time,
             )
         return wake_at
+
+
+def current_token(remembered: StoredToken | None, stored: StoredToken | None) -> StoredToken | None:
+    """The token the Secret should hold: the newer of what we remember and what the Secret holds.
+
+    Memory restores a deleted or tampered Secret without an exchange; a newer token in the
+    Secret (written by another replica after a peering hand-over) wins over an older memory.
+    """
+    if remembered is None or (stored is not None and stored.issued_at > remembered.issued_at):
+        return stored
+    return remembered
 
 
 def _state(token: StoredToken | None) -> renewal.TokenState | None:
