@@ -164,7 +164,8 @@ class Reconciler:
         result = _Round(renewal=spec.renewal, secret_name=spec.target_name(name), suspended=spec.suspend)
         target = await self.kube.get_secret(namespace, result.secret_name)
         state.secret_version = ((target or {}).get("metadata") or {}).get("resourceVersion")
-        state.watched_secrets = frozenset({result.secret_name, spec.credentials_ref.name})
+        ca_secret = spec.ca_bundle_ref.name if spec.ca_bundle_ref and spec.ca_bundle_ref.kind == "Secret" else None
+        state.watched_secrets = frozenset(n for n in (result.secret_name, spec.credentials_ref.name, ca_secret) if n)
         if ownership(target, owner) is Ownership.FOREIGN:
             result.failure = Failure(
                 Reason.SECRET_CONFLICT,

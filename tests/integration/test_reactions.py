@@ -197,3 +197,26 @@ async def test_the_secret_keeps_labels_and_annotations_other_tools_added(
     )
     annotations = seeded.secret("annotated")["metadata"]["annotations"]
     assert annotations["argocd.argoproj.io/tracking-id"] == "x"
+
+
+async def test_the_oauth2_dialect_issues_tokens_with_basic_and_post_authentication(
+    seeded: Api, token_server: DevTokenServer, operator: OperatorRunner, logs: LogCapture
+) -> None:
+    for method in ("basic", "post"):
+        seeded.create_cc(
+            f"oauth2-{method}",
+            cc_spec(
+                token_server,
+                provider="oauth2",
+                tokenURL=token_server.oauth2_token_url,
+                clientAuthentication=method,
+                scopes=[token_server.scope],
+            ),
+        )
+    for method in ("basic", "post"):
+        await eventually(lambda method=method: ready(seeded, f"oauth2-{method}"), message=f"{method} ready")
+        assert seeded.secret_data(f"oauth2-{method}")["tokenType"] == "Bearer"
+    # Different client authentication is a different request: two exchanges.
+    assert token_server.issued == 2
+    assert {r.path for r in token_server.requests} == {"/oauth2/token"}
+    assert_clean(logs, CLIENT_SECRET, *token_server.tokens)
