@@ -33,10 +33,11 @@ integration: install
 demo: install
 	$(BIN)/tokensync demo
 
-## Regenerate crds/ from the models, and the chart's byte-identical copy.
-crds: install
+## Regenerate crds/ from the models, the chart's byte-identical copy and the plain manifests.
+crds: tools
 	$(BIN)/tokensync crd > crds/tokensync.io_clientcredentials.yaml
 	cp crds/tokensync.io_clientcredentials.yaml helm/tokensync/crds/tokensync.io_clientcredentials.yaml
+	$(BIN)/python scripts/render_manifests.py > deploy/tokensync.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
