@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -74,3 +76,24 @@ async def test_metrics_follow_issue_refresh_failure_and_deletion(
     await eventually(
         lambda: value(scrape(port)[1], "tokensync_ready", **resource) is None, message="series removed on deletion"
     )
+
+
+LIVENESS_PORT = free_port()
+
+
+@pytest.mark.operator_settings(liveness_port=LIVENESS_PORT)
+async def test_the_liveness_endpoint_answers_while_the_operator_runs(operator: OperatorRunner) -> None:
+    async def healthy() -> bool:
+        async with httpx.AsyncClient() as client:
+            try:
+                response = await client.get(f"http://127.0.0.1:{LIVENESS_PORT}/healthz", timeout=2)
+            except httpx.TransportError:
+                return False
+        return response.status_code == 200
+
+    for _ in range(100):
+        if await healthy():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("/healthz did not answer 200")
