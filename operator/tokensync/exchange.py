@@ -45,6 +45,7 @@ from .models import (
     PalisadeTokenResponse,
     Provider,
     Reason,
+    validation_summary,
 )
 
 USER_AGENT = f"tokensync/{__version__} (+https://tokensync.io)"
@@ -251,12 +252,6 @@ def _describe_body(body: bytes, content_type: str) -> str:
     return f"a body that is not the expected JSON ({content_type or 'no content type'})"
 
 
-def _field_errors(exc: ValidationError) -> str:
-    # Only locations and error kinds: pydantic's default text would echo the input values.
-    parts = [f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()]
-    return "; ".join(parts[:4])
-
-
 def parse_success(provider: Provider, body: bytes) -> IssuedToken:
     data = _json(body)
     if not isinstance(data, dict):
@@ -266,7 +261,7 @@ def parse_success(provider: Provider, body: bytes) -> IssuedToken:
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
-        problem = _field_errors(exc)
+        problem = validation_summary(exc)
     if problem is not None:
         # Raised outside the except block: the ValidationError holds the token and must
         # not ride along as __context__.

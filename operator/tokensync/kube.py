@@ -84,7 +84,6 @@ class Kube:
         api_client = kubernetes.client.ApiClient(configuration)
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self.apps = kubernetes.client.AppsV1Api(api_client)
 
     @staticmethod
     async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic.config import JsonDict
 
 GROUP = "tokensync.io"
@@ -48,6 +48,13 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 10m, 1h30m")
     seconds = sum(float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
+
+
+def validation_summary(exc: ValidationError, *, root: tuple[str, ...] = (), limit: int = 4) -> str:
+    """``path: message`` for the first ``limit`` errors. Never pydantic's own text: it echoes the
+    input values, which may be a token (a response body) or a secret."""
+    parts = [f"{'.'.join(str(p) for p in (*root, *err['loc'])) or 'body'}: {err['msg']}" for err in exc.errors()]
+    return "; ".join(parts[:limit])
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:

@@ -29,7 +29,7 @@ from .exchange import ClientCredentials, ExchangeError, InvalidCABundleError, ho
 from .issuer import Clock, Issuer, IssueRequest
 from .kube import Kube, KubeError
 from .metrics import Metrics
-from .models import PRECONDITION_REASONS, ClientCredentialSpec, ClientCredentialStatus, Reason
+from .models import PRECONDITION_REASONS, ClientCredentialSpec, ClientCredentialStatus, Reason, validation_summary
 from .secrets import (
     Owner,
     Ownership,
@@ -80,12 +80,6 @@ class _Round:
     renewal: models.Renewal = field(default_factory=models.Renewal)
     secret_name: str = ""
     refresh_handled: bool = False
-
-
-def _spec_errors(exc: ValidationError) -> str:
-    # Locations and messages only: pydantic's default text would echo input values.
-    parts = [f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-    return "invalid spec: " + "; ".join(parts[:3])
 
 
 def _decode(data: Mapping[str, str], key: str) -> str | None:
@@ -159,7 +153,12 @@ class Reconciler:
         try:
             spec = ClientCredentialSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
-            return _Round(failure=Failure(Reason.INVALID_SPEC, _spec_errors(exc)), secret_name=name)
+            return _Round(
+                failure=Failure(
+                    Reason.INVALID_SPEC, "invalid spec: " + validation_summary(exc, root=("spec",), limit=3)
+                ),
+                secret_name=name,
+            )
 
         result = _Round(renewal=spec.renewal, secret_name=spec.target_name(name), suspended=spec.suspend)
         target = await self.kube.get_secret(namespace, result.secret_name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: Palisade's production and sandbox hosts: the only token hosts allowed unless the admin says otherwise.
 DEFAULT_ALLOWED_TOKEN_HOSTS: tuple[str, ...] = ("api.palisade.co", "api.sandbox.palisade.co")
@@ -40,6 +40,3 @@ class Settings:
 
     kubeconfig: str | None = None
     """A kubeconfig path; None means in-cluster config, then $KUBECONFIG or ~/.kube/config."""
-
-    extra: dict[str, str] = field(default_factory=dict)
-    """Reserved for options of later features (kept so settings stay one object)."""
