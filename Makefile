@@ -31,7 +31,7 @@ integration: install
 
 ## The embedded demo: API stand-in + dev token server + operator, no cluster needed.
 demo: install
-	$(BIN)/tokensync demo
+	$(BIN)/tokensync-dev demo
 
 ## Regenerate crds/ from the models, the chart's byte-identical copy and the plain manifests.
 crds: tools

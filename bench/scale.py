@@ -29,8 +29,8 @@ from pathlib import Path
 import kubernetes
 
 from tokensync.cli import run_operator
-from tokensync.devcluster import FakeCluster
-from tokensync.devserver import DevTokenServer
+from tokensync.dev.cluster import FakeCluster
+from tokensync.dev.tokenserver import DevTokenServer
 from tokensync.kube import load_configuration
 from tokensync.settings import Settings
 

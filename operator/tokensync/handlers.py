@@ -19,8 +19,9 @@ from typing import Any
 import kopf
 
 from . import models
+from .core import utcnow
 from .exchange import ClientPool
-from .issuer import Issuer, utcnow
+from .issuer import Issuer
 from .kube import Kube, KubeError, bearer_token, load_configuration
 from .metrics import Metrics
 from .reconciler import REFRESH_ANNOTATION, Reconciler, ResourceState, seconds_until

@@ -19,19 +19,13 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from . import exchange as ex
+from .core import Clock, StoredToken, utcnow
 from .metrics import Metrics
 from .models import ClientCredentialSpec, Reason
-from .secrets import StoredToken
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import models, renewal
+from .core import Clock, StoredToken
 from .exchange import ClientCredentials, ExchangeError, InvalidCABundleError, host_allowed
-from .issuer import Clock, Issuer, IssueRequest
+from .issuer import Issuer, IssueRequest
 from .kube import Kube, KubeError
 from .metrics import Metrics
 from .models import PRECONDITION_REASONS, ClientCredentialSpec, ClientCredentialStatus, Reason, validation_summary
@@ -34,7 +35,6 @@ from .secrets import (
     Owner,
     Ownership,
     SecretConflictError,
-    StoredToken,
     apply_secret,
     fingerprint,
     ownership,

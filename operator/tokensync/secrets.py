@@ -19,10 +19,10 @@ import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from . import models
+from .core import StoredToken, parse_rfc3339, rfc3339
 from .exchange import ClientCredentials
 from .kube import Kube, KubeError
 
@@ -43,34 +43,6 @@ GITOPS_ANNOTATIONS = {
 
 KEY_ACCESS_TOKEN, KEY_TOKEN_TYPE, KEY_EXPIRES_AT, KEY_SCOPE = models.TOKEN_KEYS
 RESERVED_KEYS = frozenset(models.TOKEN_KEYS)
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, whole seconds, ``Z`` suffix: the form Kubernetes itself writes."""
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp without a time zone: {text!r}")
-    return moment.astimezone(UTC)
-
-
-@dataclass(frozen=True, repr=False)
-class StoredToken:
-    """A token as the target Secret holds it."""
-
-    access_token: str
-    token_type: str
-    scope: str
-    issued_at: datetime
-    expires_at: datetime
-    #: ``fingerprint()`` of the inputs it was minted from.
-    fingerprint: str
-
-    def __repr__(self) -> str:
-        return f"StoredToken(expires_at={self.expires_at.isoformat()}, fingerprint={self.fingerprint[:8]}…)"
 
 
 @dataclass(frozen=True)

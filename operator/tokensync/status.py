@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .core import StoredToken, rfc3339
 from .models import PRECONDITION_REASONS, ClientCredentialStatus, Condition, LastFailure, Reason
 from .renewal import FailureRecord, Verdict, is_stalled
-from .secrets import StoredToken, rfc3339
 
 READY = "Ready"
 RECONCILING = "Reconciling"

@@ -11,7 +11,7 @@ import time
 
 import kubernetes
 
-from tokensync.devcluster import FakeCluster
+from tokensync.dev.cluster import FakeCluster
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import pytest
 from kubernetes.client import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from tokensync.devcluster import FakeCluster, ResourceDecl
+from tokensync.dev.cluster import FakeCluster, ResourceDecl
 
 GROUP, VERSION, PLURAL = "tokensync.io", "v1alpha1", "clientcredentials"
 GV = f"{GROUP}/{VERSION}"

@@ -13,7 +13,7 @@ import kopf
 import kubernetes
 import pytest
 
-from tokensync.devcluster import FakeCluster
+from tokensync.dev.cluster import FakeCluster
 
 GROUP, VERSION, PLURAL = "tokensync.io", "v1alpha1", "clientcredentials"
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tokensync.cli import run_operator
-from tokensync.devserver import DevTokenServer
+from tokensync.dev.tokenserver import DevTokenServer
 from tokensync.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,8 +23,8 @@ import kubernetes
 import pytest
 
 from tokensync.cli import run_operator
-from tokensync.devcluster import FakeCluster
-from tokensync.devserver import DevTokenServer
+from tokensync.dev.cluster import FakeCluster
+from tokensync.dev.tokenserver import DevTokenServer
 from tokensync.settings import Settings
 
 NAMESPACE = "payments"

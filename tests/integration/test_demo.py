@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tokensync.demo import DEMO_CLIENT_SECRET, WRONG_SECRET
+from tokensync.dev.demo import DEMO_CLIENT_SECRET, WRONG_SECRET
 
 
 def test_the_demo_runs_end_to_end_and_exits_zero() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tokensync.cli", "demo"],
+        [sys.executable, "-m", "tokensync.dev.cli", "demo"],
         capture_output=True,
         text=True,
         timeout=110,

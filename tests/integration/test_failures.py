@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-import tokensync.devserver
+import tokensync.dev.tokenserver
 import tokensync.kube
-from tokensync.devserver import DevTokenServer, RequestRecord
-from tokensync.secrets import parse_rfc3339
+from tokensync.core import parse_rfc3339
+from tokensync.dev.tokenserver import DevTokenServer, RequestRecord
 
 from .conftest import (
     CLIENT_ID,
@@ -62,7 +62,7 @@ class TokenRecorder:
 @pytest.fixture
 def minted(monkeypatch: pytest.MonkeyPatch) -> TokenRecorder:
     recorder = TokenRecorder()
-    monkeypatch.setattr(tokensync.devserver, "secrets", recorder)
+    monkeypatch.setattr(tokensync.dev.tokenserver, "secrets", recorder)
     return recorder
 
 
@@ -121,7 +121,7 @@ def has_event(api: Api, name: str, type_: str, reason: str) -> dict[str, Any] | 
 
 
 def exchanges(token_server: DevTokenServer) -> list[RequestRecord]:
-    return [r for r in token_server.requests if r.path == tokensync.devserver.PALISADE_TOKEN_PATH]
+    return [r for r in token_server.requests if r.path == tokensync.dev.tokenserver.PALISADE_TOKEN_PATH]
 
 
 async def refresh(api: Api, name: str, value: str) -> dict[str, Any]:
@@ -546,8 +546,8 @@ async def test_a_redirect_is_not_followed_and_reported_as_endpoint_not_found(
     assert failure["httpStatus"] == 307
     assert "redirect" in failure["message"]
     assert has_condition(seeded, "palisade", "Stalled", "True", "EndpointNotFound")
-    assert [r.path for r in token_server.requests] == [tokensync.devserver.PALISADE_TOKEN_PATH]
-    assert not any(r.path.startswith(tokensync.devserver.REDIRECT_PREFIX) for r in token_server.requests)
+    assert [r.path for r in token_server.requests] == [tokensync.dev.tokenserver.PALISADE_TOKEN_PATH]
+    assert not any(r.path.startswith(tokensync.dev.tokenserver.REDIRECT_PREFIX) for r in token_server.requests)
     assert token_server.issued == 0
     assert seeded.secret("palisade") is None
     assert_clean(logs, CLIENT_SECRET)

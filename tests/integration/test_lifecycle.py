@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from tokensync.devserver import DevTokenServer
-from tokensync.secrets import parse_rfc3339
+from tokensync.core import parse_rfc3339
+from tokensync.dev.tokenserver import DevTokenServer
 
 from .conftest import CLIENT_SECRET, Api, LogCapture, OperatorRunner, assert_clean, cc_spec, eventually
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokensync.devserver import DevTokenServer
-from tokensync.secrets import parse_rfc3339
+from tokensync.core import parse_rfc3339
+from tokensync.dev.tokenserver import DevTokenServer
 
 from .conftest import CLIENT_SECRET, NAMESPACE, Api, OperatorRunner, cc_spec, eventually, free_port
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tokensync.devserver import DevTokenServer
+from tokensync.dev.tokenserver import DevTokenServer
 
 from .conftest import Api, LogCapture, OperatorRunner, cc_spec, eventually
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from tokensync.devserver import DevTokenServer
+from tokensync.dev.tokenserver import DevTokenServer
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, Api, LogCapture, OperatorRunner, assert_clean, cc_spec, eventually
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tokensync import __version__
 from tokensync.cli import main
 from tokensync.crd import render_crd_yaml
-from tokensync.devserver import DevTokenServer
+from tokensync.dev.tokenserver import DevTokenServer
 
 SECRET = "cli-secret-5d1f"
 

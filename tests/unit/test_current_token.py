@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tokensync.core import StoredToken
 from tokensync.reconciler import current_token
-from tokensync.secrets import StoredToken
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tokensync.devserver import (
+from tokensync.dev.tokenserver import (
     FAILURE_MODES,
     PALISADE_TOKEN_PATH,
     REDIRECT_PREFIX,
@@ -532,7 +532,7 @@ def test_rejects_bad_config() -> None:
 
 def test_serve_forever(tmp_path: Path) -> None:
     code = (
-        "from pathlib import Path; from tokensync.devserver import serve_forever; "
+        "from pathlib import Path; from tokensync.dev.tokenserver import serve_forever; "
         f"serve_forever(port=0, cert_dir=Path({str(tmp_path)!r}), credentials={{'cli': 'cli-secret'}})"
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from tokensync.core import StoredToken
 from tokensync.exchange import (
     ClientCredentials,
     ClientPool,
@@ -26,7 +27,6 @@ from tokensync.exchange import (
 from tokensync.issuer import Issuer, IssueRequest
 from tokensync.metrics import Metrics
 from tokensync.models import ClientCredentialSpec, Reason
-from tokensync.secrets import StoredToken
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 HOST_A, HOST_B = "a.example.com", "b.example.com"

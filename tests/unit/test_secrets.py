@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tokensync import models
-from tokensync.devcluster import merge_patch  # the stand-in applies patches as the API server does
+from tokensync.dev.cluster import merge_patch  # the stand-in applies patches as the API server does
 from tokensync.exchange import ClientCredentials
 from tokensync.kube import KubeError
 from tokensync.models import ClientCredentialSpec, DeletionPolicy, Target

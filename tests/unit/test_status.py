@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tokensync.devcluster import merge_patch  # the stand-in applies patches as the API server does
+from tokensync.core import StoredToken
+from tokensync.dev.cluster import merge_patch  # the stand-in applies patches as the API server does
 from tokensync.models import ClientCredentialStatus, Condition, LastFailure, Reason
 from tokensync.renewal import FailureRecord, Verdict
-from tokensync.secrets import StoredToken
 from tokensync.status import (
     READY,
     RECONCILING,

@@ -1,7 +1,7 @@
 """``tokensync demo``: the whole operator end to end, with no cluster.
 
-Starts an in-memory Kubernetes API (``devcluster``), the Palisade-compatible dev
-token server (``devserver``, HTTPS with a throwaway CA) and the operator itself;
+Starts an in-memory Kubernetes API (``dev.cluster``), the Palisade-compatible dev
+token server (``dev.tokenserver``, HTTPS with a throwaway CA) and the operator itself;
 applies ``examples/`` pointed at the dev server; then narrates what happens:
 the Secret appearing, its refresh before expiry, and a deliberate failure (a
 wrong client secret) that shows ``InvalidCredentials`` in status while the old
@@ -25,11 +25,11 @@ from typing import Any
 import kubernetes
 import yaml
 
-from .cli import run_operator
-from .devcluster import FakeCluster
-from .devserver import DevTokenServer
-from .kube import load_configuration
-from .settings import Settings
+from ..cli import run_operator
+from ..kube import load_configuration
+from ..settings import Settings
+from .cluster import FakeCluster
+from .tokenserver import DevTokenServer
 
 NAMESPACE = "demo"
 CA_CONFIGMAP = "demo-token-server-ca"
