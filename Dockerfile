@@ -39,6 +39,6 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
         --shell /usr/sbin/nologin tokensync
 WORKDIR /tmp
 USER 65532:65532
-# 8080: Prometheus metrics (/metrics); 8081: kopf's liveness endpoint (/healthz).
+# 8080: Prometheus metrics (/metrics); 8081: health probes (/healthz, /readyz).
 EXPOSE 8080 8081
 ENTRYPOINT ["tokensync", "run"]

@@ -57,6 +57,7 @@ chart-test: tools
 manifests: tools
 	$(BIN)/python scripts/render_manifests.py > deploy/tokensync.yaml
 
-## The scale benchmark: prints times, exchanges and API writes with ratios against same-process baselines.
+## The benchmark: operator, API stand-in and naive kopf baseline as processes; PASS/FAIL table and
+## bench/results/latest.json (bench/README.md). A few minutes; `SIZE=large make bench`: 10,000 resources.
 bench: install
-	$(BIN)/python bench/scale.py --resources 300 --groups 10
+	$(BIN)/python -m bench --size $(or $(SIZE),small)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
-import threading
+import os
+import secrets
+import socket
 from pathlib import Path
 
 import click
@@ -16,44 +16,22 @@ from .settings import DEFAULT_ALLOWED_TOKEN_HOSTS, Settings
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def configure_logging(level: str, log_format: str) -> None:
-    import kopf
-
-    kopf.configure(
-        debug=level == "debug",
-        verbose=level in ("debug", "info"),
-        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
-    )
-    logging.getLogger().setLevel(level.upper())
-    # The kubernetes client and urllib3 log request bodies at debug level: Secret data would leak.
-    for noisy in ("kubernetes", "urllib3", "httpx", "httpcore", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def default_identity() -> str:
+    """The pod name in a cluster (downward API); elsewhere the host name and a random suffix."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{secrets.token_hex(4)}"
 
 
-async def run_operator(
-    settings: Settings,
-    *,
-    ready_flag: asyncio.Event | threading.Event | None = None,
-    stop_flag: asyncio.Event | threading.Event | None = None,
-) -> None:
-    """Run the operator until ``stop_flag`` is set (or forever)."""
-    import kopf
+def default_election_namespace() -> str:
+    """The operator's own namespace: $POD_NAMESPACE, the service account's, or "default"."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
-    from . import handlers  # noqa: F401  (registers the handlers)
 
-    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
-    await kopf.operator(
-        clusterwide=not settings.namespaces,
-        namespaces=list(settings.namespaces),
-        # Peering: standalone for one replica; otherwise only the highest priority replica acts.
-        standalone=settings.standalone,
-        peering_name=None if settings.standalone else settings.peering_name,
-        priority=settings.priority,
-        liveness_endpoint=liveness,
-        memo=kopf.Memo(config=settings),
-        ready_flag=ready_flag,
-        stop_flag=stop_flag,
-    )
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TOKENSYNC"})
@@ -73,11 +51,16 @@ def main() -> None:
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--log-format", type=click.Choice(("text", "json")), default="text", show_default=True)
-@click.option("--liveness-port", type=int, default=None, help="Serve kopf's liveness probe on this port (/healthz).")
+@click.option("--health-port", type=int, default=None, help="Serve /healthz and /readyz on this port.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port (/metrics).")
-@click.option("--peering", "peering_name", default=None, help="Run with kopf peering under this name (HA).")
-@click.option("--priority", type=int, default=None, help="Peering priority of this replica (default: random).")
+@click.option("--workers", type=click.IntRange(1, 1000), default=16, show_default=True, help="Concurrent rounds.")
 @click.option("--max-exchanges-per-host", type=click.IntRange(1, 1000), default=8, show_default=True)
+@click.option("--leader-elect", is_flag=True, help="Act only while holding the Lease (run several replicas).")
+@click.option("--leader-election-namespace", default=None, help="The Lease's namespace. Default: the pod's.")
+@click.option("--leader-election-id", default="tokensync", show_default=True, help="The Lease's name.")
+@click.option("--lease-duration", type=click.FloatRange(min=1), default=15.0, show_default=True, help="Seconds.")
+@click.option("--renew-deadline", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds.")
+@click.option("--retry-period", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG")
 def run(
     namespaces: tuple[str, ...],
@@ -85,26 +68,40 @@ def run(
     allowed_hosts: tuple[str, ...],
     log_level: str,
     log_format: str,
-    liveness_port: int | None,
+    health_port: int | None,
     metrics_port: int | None,
-    peering_name: str | None,
-    priority: int | None,
+    workers: int,
     max_exchanges_per_host: int,
+    leader_elect: bool,
+    leader_election_namespace: str | None,
+    leader_election_id: str,
+    lease_duration: float,
+    renew_deadline: float,
+    retry_period: float,
     kubeconfig: str | None,
 ) -> None:
     """Run the operator with the current kubeconfig or in-cluster config."""
     if all_namespaces and namespaces:
         raise click.UsageError("--all-namespaces and --namespace are exclusive")
+    if leader_elect and not 0 < retry_period < renew_deadline < lease_duration:
+        raise click.UsageError("leader election needs --retry-period < --renew-deadline < --lease-duration")
+    from .logs import configure_logging
+    from .manager import run_operator
+
     configure_logging(log_level, log_format)
     settings = Settings(
         allowed_token_hosts=allowed_hosts or DEFAULT_ALLOWED_TOKEN_HOSTS,
         namespaces=namespaces,
+        workers=workers,
         max_exchanges_per_host=max_exchanges_per_host,
-        standalone=peering_name is None,
-        peering_name=peering_name or "tokensync",
-        # Replicas of one Deployment share their arguments: a random priority tells them apart.
-        priority=priority if priority is not None else random.randint(1, 2**31 - 1),  # noqa: S311
-        liveness_port=liveness_port,
+        leader_election=leader_elect,
+        election_namespace=leader_election_namespace or default_election_namespace(),
+        election_id=leader_election_id,
+        identity=default_identity(),
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
+        health_port=health_port,
         metrics_port=metrics_port,
         kubeconfig=kubeconfig,
     )

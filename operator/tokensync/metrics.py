@@ -65,12 +65,35 @@ class Metrics:
             ("namespace",),
             registry=self.registry,
         )
+        self.reconciles = Counter(
+            "tokensync_reconcile_total",
+            "Reconcile rounds, by result (ok, error, pending: waiting for a referenced object's data).",
+            ("result",),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "tokensync_workqueue_depth", "Resource keys waiting for a worker.", registry=self.registry
+        )
+        self.leader = Gauge(
+            "tokensync_leader",
+            "1 while this replica is the leader (or runs without election), else 0.",
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "tokensync_event_loop_lag_seconds",
+            "How late a periodic tick of the event loop runs: high values mean the operator is overloaded.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def exchange_done(self, host: str, reason: str, seconds: float) -> None:
         self.exchanges.labels(host=host, reason=reason).inc()
         self.exchange_duration.labels(host=host).observe(seconds)
+
+    def reconciled(self, result: str) -> None:
+        self.reconciles.labels(result=result).inc()
 
     def secret_written(self, namespace: str) -> None:
         self.secret_writes.labels(namespace=namespace).inc()

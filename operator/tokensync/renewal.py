@@ -40,6 +40,10 @@ MIN_RETRY_DELAY = timedelta(seconds=1)
 MAX_RETRY_AFTER = timedelta(hours=1)
 
 
+#: The verdict of a routine refresh (every other trigger is news worth an event).
+RENEWAL_DUE = "RenewalDue"
+
+
 def stable_fraction(*parts: object) -> float:
     """A number in [0, 1) that depends only on ``parts``: jitter that survives restarts."""
     digest = hashlib.sha256("\x00".join(str(p) for p in parts).encode()).digest()
@@ -185,7 +189,7 @@ def _nearing_expiry(inp: Input) -> Verdict | None:
         return None
     due = renewal_time(inp.token.issued_at, inp.token.expires_at, inp.renewal, inp.seed)
     if inp.now >= due:
-        return Verdict("RenewalDue", f"the renewal time {due.isoformat()} has passed")
+        return Verdict(RENEWAL_DUE, f"the renewal time {due.isoformat()} has passed")
     return None
 
 

@@ -19,12 +19,12 @@ import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import models
 from .core import StoredToken, parse_rfc3339, rfc3339
 from .exchange import ClientCredentials
-from .kube import Kube, KubeError
+from .kubeapi import KubeError
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "tokensync"
@@ -32,6 +32,10 @@ ANNOTATION_OWNER = "tokensync.io/owner"
 ANNOTATION_ISSUED_AT = "tokensync.io/issued-at"
 ANNOTATION_EXPIRES_AT = "tokensync.io/expires-at"
 ANNOTATION_CREDENTIALS_HASH = "tokensync.io/credentials-hash"
+#: Which spec and which credentials Secret version the token was minted from (``inputs_version()``):
+#: after a restart the operator compares it with the cached versions instead of reading every
+#: credentials Secret again.
+ANNOTATION_INPUTS_VERSION = "tokensync.io/inputs-version"
 
 #: A generated Secret is not in Git: GitOps tools must neither prune it nor report it as drift,
 #: even when target.labels carry their tracking label. Users may override these.
@@ -81,6 +85,25 @@ def fingerprint(spec: models.ClientCredentialSpec, token_url: str, credentials: 
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def inputs_version(spec: models.ClientCredentialSpec, token_url: str, credentials_version: str) -> str:
+    """The inputs of ``fingerprint()`` named without their content: the request parameters of the
+    spec, and the resourceVersion of the credentials Secret (a new version for every change).
+
+    Equal versions mean equal fingerprints, so a restart can trust the Secret's fingerprint
+    without reading the credentials (a different version only means: read and compare).
+    """
+    material = {
+        "provider": spec.provider.value,
+        "url": token_url,
+        "scopes": spec.scopes,
+        "audience": spec.audience,
+        "auth": spec.client_authentication.value,
+        "extra": spec.extra_params,
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return f"{hashlib.sha256(canonical.encode()).hexdigest()[:16]}.{credentials_version}"
+
+
 def _b64(value: str) -> str:
     return base64.b64encode(value.encode()).decode()
 
@@ -126,8 +149,14 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     }
 
 
-def render_secret(owner: Owner, spec: models.ClientCredentialSpec, token: StoredToken) -> dict[str, Any]:
-    """The desired target Secret, as a plain dict."""
+def render_secret(
+    owner: Owner, spec: models.ClientCredentialSpec, token: StoredToken, inputs: str | None = None
+) -> dict[str, Any]:
+    """The desired target Secret, as a plain dict.
+
+    ``inputs`` is the ``inputs_version()`` the token matches; None keeps the Secret's own (the
+    token is an older one, kept while a refresh fails).
+    """
     labels = {**spec.target.labels, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
     annotations = {
         **GITOPS_ANNOTATIONS,
@@ -137,6 +166,8 @@ def render_secret(owner: Owner, spec: models.ClientCredentialSpec, token: Stored
         ANNOTATION_EXPIRES_AT: rfc3339(token.expires_at),
         ANNOTATION_CREDENTIALS_HASH: token.fingerprint,
     }
+    if inputs is not None:
+        annotations[ANNOTATION_INPUTS_VERSION] = inputs
     metadata: dict[str, Any] = {
         "name": spec.target_name(owner.name),
         "namespace": owner.namespace,
@@ -234,6 +265,16 @@ def secret_patch(actual: Mapping[str, Any], desired: Mapping[str, Any], owner: O
     return patch
 
 
+class SecretApi(Protocol):
+    """The three calls ``apply_secret()`` makes (``kubeapi.KubeClient`` has them)."""
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+
 class SecretConflictError(Exception):
     """The target name is taken by a Secret tokensync does not own; it is left untouched."""
 
@@ -246,7 +287,7 @@ class Applied:
 
 
 async def apply_secret(
-    kube: Kube, owner: Owner, desired: dict[str, Any], actual: dict[str, Any] | None, *, attempts: int = 3
+    kube: SecretApi, owner: Owner, desired: dict[str, Any], actual: dict[str, Any] | None, *, attempts: int = 3
 ) -> Applied:
     """Make the live Secret match ``desired``: the only writer of target Secrets.
 

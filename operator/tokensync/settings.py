@@ -17,23 +17,36 @@ class Settings:
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty means the whole cluster."""
 
+    workers: int = 16
+    """Reconcile rounds run at once. A round mostly waits (on the token endpoint or the API),
+    so this bounds concurrency, not CPU; one resource is never in two rounds at once."""
+
     max_exchanges_per_host: int = 8
     """Concurrent exchanges against one token host: a restart with thousands of resources
     must not stampede the endpoint (and trip its rate limit)."""
 
-    standalone: bool = True
-    """Run without kopf peering (one replica). With peering, only the highest-priority
-    operator of the same peering name acts; the others wait."""
+    leader_election: bool = False
+    """Act only while holding the Lease (several replicas: one acts, the others stand by)."""
 
-    peering_name: str = "tokensync"
-    """The kopf peering object shared by the replicas of one deployment."""
+    election_namespace: str = "default"
+    election_id: str = "tokensync"
+    """The Lease's namespace and name."""
 
-    priority: int = 0
-    """Peering priority of this replica (the highest active one wins). Replicas of one
-    Deployment cannot be told apart in their arguments, so the CLI picks a random one."""
+    identity: str = "tokensync"
+    """This replica's name in the Lease (the pod name in a cluster)."""
 
-    liveness_port: int | None = None
-    """Serve kopf's liveness probe on this port at /healthz (None: off)."""
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    """client-go's defaults: a standby takes over within about ``lease_duration`` of a leader's
+    death; a leader that cannot renew for ``renew_deadline`` stops acting before that."""
+
+    shutdown_grace: float = 25.0
+    """On SIGTERM, rounds in flight get this long to finish (an exchange has a 30 s deadline;
+    the chart gives the pod 45 s)."""
+
+    health_port: int | None = None
+    """Serve /healthz and /readyz on this port (None: off)."""
 
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port at /metrics (None: off)."""

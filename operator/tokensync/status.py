@@ -227,22 +227,28 @@ class Event:
     message: str
 
 
-def transition_events(old: ClientCredentialStatus, new: ClientCredentialStatus, *, issued: bool) -> list[Event]:
-    """Events for what changed this round: issued, refreshed, failed (on a new reason), recovered."""
+def transition_events(
+    old: ClientCredentialStatus, new: ClientCredentialStatus, *, issued: bool, routine: bool = False
+) -> list[Event]:
+    """Events for what changed this round: issued, refreshed, failed (on a new reason), recovered.
+
+    A ``routine`` refresh (the renewal time came, nothing else changed) posts no event: status
+    and metrics show it, and an Event per refresh would cost an API write per token lifetime.
+    """
     events: list[Event] = []
+    old_ready = next((c.status for c in old.conditions if c.type == READY), None)
     old_reason = old.last_failure.reason if old.last_failure else None
     new_reason = new.last_failure.reason if new.last_failure else None
     if new_reason is not None and new.failed_attempts > old.failed_attempts and new_reason != old_reason:
         message = new.last_failure.message if new.last_failure else ""
         events.append(Event("Warning", str(new_reason), message))
-    if issued:
+    if issued and not (routine and old.issued_at is not None and old_ready == "True"):
         verb = "Refreshed" if old.issued_at is not None else "Issued"
         events.append(
             Event("Normal", verb, f"wrote a new token to Secret {new.secret_name}, valid until {_when(new.expires_at)}")
         )
     if old_reason is not None and new_reason is None:
         events.append(Event("Normal", "Recovered", f"recovered from {old_reason}"))
-    old_ready = next((c.status for c in old.conditions if c.type == READY), None)
     new_ready = next((c for c in new.conditions if c.type == READY), None)
     failed_now = any(e.type == "Warning" for e in events)
     if old_ready == "True" and new_ready is not None and new_ready.status == "False" and not failed_now:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .support import CHART, REPO, run, tool
+from .support import CHART, REPO, kopf_cli_still_there, render_set, run, tool
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -124,7 +124,7 @@ def test_the_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, source], timeout=300)
     (wheel,) = wheels.glob("tokensync-*.whl")
-    assert wheel.name.startswith("tokensync-0.1.0-")
+    assert wheel.name.startswith("tokensync-0.2.0-")
     run([*pip, "wheel", "--quiet", "--wheel-dir", wheels, wheel], timeout=300)
     assert all(w.suffix == ".whl" for w in wheels.iterdir()), "only wheels: the runtime stage has no compilers"
 
@@ -134,12 +134,18 @@ def test_the_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
     run([python, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-index", "--find-links", wheels, wheel])
 
     tokensync = env_dir / "bin" / "tokensync"
-    assert run([tokensync, "--version"]).stdout.strip() == "tokensync, version 0.1.0"
+    assert run([tokensync, "--version"]).stdout.strip() == "tokensync, version 0.2.0"
     crd = run([tokensync, "crd"]).stdout
     assert crd == (REPO / "crds" / "tokensync.io_clientcredentials.yaml").read_text()
-    help_text = run([tokensync, "run", "--help"]).stdout
-    for flag in ("--allowed-token-host", "--liveness-port", "--metrics-port", "--peering", "--namespace"):
-        assert flag in help_text
     # Nothing from the source tree leaked in: the package comes from the venv.
     where = run([python, "-c", "import tokensync; print(tokensync.__file__)"]).stdout.strip()
     assert where.startswith(str(env_dir)), where
+
+    # The installed `tokensync run` knows every flag the chart passes, with and without leader election.
+    if kopf_cli_still_there():
+        pytest.skip("the kopf-free `tokensync run` has not landed in cli.py yet: the chart's flags are not checked")
+    help_text = run([tokensync, "run", "--help"]).stdout
+    chart_flags = {arg.partition("=")[0] for name in ("default", "ha") for arg in render_set(name).args[1:]}
+    assert {"--health-port", "--leader-elect", "--workers"} <= chart_flags
+    for flag in sorted(chart_flags):
+        assert flag in help_text, flag

@@ -1,6 +1,9 @@
 """The fake cluster behaves like a real API server where plain kmock 0.8 does not.
 
-Everything here talks to it over HTTP with the real ``kubernetes`` client.
+Everything here talks to it over HTTP, with the real ``kubernetes`` client or with httpx.
+The behaviours the operator's httpx shell relies on are tested once, in
+``tests/e2e/test_api_fidelity.py``, against a real cluster; they are imported here and run
+against the stand-in too, with this module's ``kube`` and ``namespace`` fixtures.
 """
 
 from __future__ import annotations
@@ -8,15 +11,35 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes
 import pytest
 from kubernetes.client import ApiException
 from kubernetes.watch.watch import iter_resp_lines
+
+# The tests written for a real cluster run here against the stand-in too (pytest collects imported tests).
+from tests.e2e.test_api_fidelity import (
+    PARTIAL_LIST,
+    PARTIAL_ONE,
+    assert_partial,
+    failed,
+    names,
+    ok,
+    test_lease_updates_conflict_on_a_stale_resource_version,  # noqa: F401
+    test_list_pages_and_bad_continue_tokens,  # noqa: F401
+    test_managed_fields_record_each_writer,  # noqa: F401
+    test_metadata_only_get_and_views_that_do_not_fit,  # noqa: F401
+    test_metadata_only_list_with_selector_and_pages,  # noqa: F401
+    test_metadata_only_watch_with_selector_and_bookmarks,  # noqa: F401
+)
+from tests.e2e.test_api_fidelity import watch as http_watch
 
 from tokensync.dev.cluster import FakeCluster, ResourceDecl
 
@@ -51,6 +74,20 @@ def custom(api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsA
 def ns() -> str:
     # A fresh namespace per test keeps the tests independent within one module-wide cluster.
     return f"ns-{next(_counter)}"
+
+
+@pytest.fixture
+def kube(cluster: FakeCluster) -> Iterator[httpx.Client]:
+    headers = {"User-Agent": "fidelity-tests/1.0"}
+    with httpx.Client(base_url=cluster.url, headers=headers, timeout=30, trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture
+def namespace(kube: httpx.Client, ns: str) -> str:
+    """A namespace that exists as an object (the other tests' ``ns`` need not)."""
+    ok(kube.post("/api/v1/namespaces", json={"metadata": {"name": ns}}), 201)
+    return ns
 
 
 def status_of(exc: ApiException) -> dict[str, Any]:
@@ -382,7 +419,8 @@ def test_selectors_in_list(core: kubernetes.client.CoreV1Api, ns: str) -> None:
     assert names(field_selector="metadata.name!=b") == ["a", "c"]
     assert names(field_selector=f"metadata.namespace={ns}") == ["a", "b", "c"]
     everywhere = core.list_config_map_for_all_namespaces(field_selector="metadata.name=a").items
-    assert sorted(cm.metadata.namespace for cm in everywhere) == sorted([ns, f"{ns}-other"])
+    assert {cm.metadata.name for cm in everywhere} == {"a"}
+    assert {ns, f"{ns}-other"} <= {cm.metadata.namespace for cm in everywhere}  # other tests have an "a" too
     with pytest.raises(ApiException) as exc:
         names(label_selector="app in x")
     assert exc.value.status == 400
@@ -394,10 +432,15 @@ def test_list_pagination(core: kubernetes.client.CoreV1Api, ns: str) -> None:
     page1 = core.list_namespaced_config_map(ns, limit=2)
     page2 = core.list_namespaced_config_map(ns, limit=2, _continue=page1.metadata._continue)
     page3 = core.list_namespaced_config_map(ns, limit=2, _continue=page2.metadata._continue)
-    names = [cm.metadata.name for page in (page1, page2, page3) for cm in page.items]
-    assert names == [f"cm{i}" for i in range(5)]
+    listed = [cm.metadata.name for page in (page1, page2, page3) for cm in page.items]
+    assert listed == [f"cm{i}" for i in range(5)]
     assert not page3.metadata._continue
     assert page1.metadata.resource_version == page3.metadata.resource_version
+    assert (page1.metadata.remaining_item_count, page2.metadata.remaining_item_count) == (3, 1)
+    # With selectors, etcd cannot count what remains, and neither does the stand-in.
+    selected = core.list_namespaced_config_map(ns, limit=2, field_selector="metadata.name!=cm0")
+    assert selected.metadata._continue
+    assert selected.metadata.remaining_item_count is None
 
 
 def test_list_resource_version_is_current(core: kubernetes.client.CoreV1Api, ns: str) -> None:
@@ -507,6 +550,21 @@ def test_watch_too_old_resource_version_is_gone() -> None:
         ]
 
 
+def test_continue_token_older_than_the_event_log_is_gone() -> None:
+    with (
+        FakeCluster(event_log_size=5) as small,
+        httpx.Client(base_url=small.url, trust_env=False) as kube,
+    ):
+        configmaps = "/api/v1/namespaces/default/configmaps"
+        for i in range(3):
+            ok(kube.post(configmaps, json={"metadata": {"name": f"cm{i}"}}), 201)
+        token = ok(kube.get(configmaps, params={"limit": "1"}))["metadata"]["continue"]
+        for i in range(3, 10):
+            ok(kube.post(configmaps, json={"metadata": {"name": f"cm{i}"}}), 201)
+        gone = failed(kube.get(configmaps, params={"limit": "1", "continue": token}), 410)
+        assert gone["reason"] == "Expired"
+
+
 def test_delete_collection(core: kubernetes.client.CoreV1Api, ns: str) -> None:
     core.create_namespaced_config_map(ns, {"metadata": {"name": "a", "labels": {"x": "1"}}})
     core.create_namespaced_config_map(ns, {"metadata": {"name": "b", "labels": {"x": "1"}}})
@@ -574,6 +632,137 @@ def test_write_counts(cluster: FakeCluster, custom: Any, ns: str) -> None:
     }
     cluster.reset_counts()
     assert cluster.write_counts() == {}
+
+
+def test_request_counts_by_verb_and_resource(cluster: FakeCluster, kube: httpx.Client, ns: str) -> None:
+    cluster.reset_counts()
+    configmaps, ccs = f"/api/v1/namespaces/{ns}/configmaps", f"/apis/{GV}/namespaces/{ns}/{PLURAL}"
+    ok(kube.post(configmaps, json={"metadata": {"name": "cm", "labels": {"x": "1"}}}), 201)
+    cm = ok(kube.get(f"{configmaps}/cm"))
+    ok(kube.put(f"{configmaps}/cm", json=cm))
+    ok(
+        kube.patch(
+            f"{configmaps}/cm", json={"data": {"k": "v"}}, headers={"Content-Type": "application/merge-patch+json"}
+        )
+    )
+    ok(kube.get(configmaps, params={"labelSelector": "x=1"}))
+    ok(kube.get("/api/v1/configmaps"))  # all namespaces
+    ok(kube.get(configmaps, params={"watch": "1", "timeoutSeconds": "1"}))
+    ok(kube.delete(f"{configmaps}/cm"))
+    ok(kube.delete(configmaps))
+    failed(kube.get(f"{configmaps}/missing"), 404)  # failures count too
+    ok(kube.post(ccs, json={"metadata": {"name": "cc"}, "spec": {}}), 201)
+    status = {"status": {"phase": "Ready"}}
+    ok(kube.patch(f"{ccs}/cc/status", json=status, headers={"Content-Type": "application/merge-patch+json"}))
+    ok(kube.get("/api/v1/namespaces"))  # cluster-scoped
+    ok(kube.get("/version"))  # not a resource request: not counted
+
+    assert cluster.request_counts() == {
+        ("create", "configmaps"): 1,
+        ("get", "configmaps"): 2,
+        ("update", "configmaps"): 1,
+        ("patch", "configmaps"): 1,
+        ("list", "configmaps"): 2,
+        ("watch", "configmaps"): 1,
+        ("delete", "configmaps"): 1,
+        ("deletecollection", "configmaps"): 1,
+        ("create", "clientcredentials"): 1,
+        ("patch", "clientcredentials/status"): 1,
+        ("list", "namespaces"): 1,
+    }
+    assert cluster.api_calls() == {
+        ("create", "", "configmaps", ns),
+        ("get", "", "configmaps", ns),
+        ("update", "", "configmaps", ns),
+        ("patch", "", "configmaps", ns),
+        ("list", "", "configmaps", ns),
+        ("list", "", "configmaps", ""),
+        ("watch", "", "configmaps", ns),
+        ("delete", "", "configmaps", ns),
+        ("deletecollection", "", "configmaps", ns),
+        ("create", GROUP, "clientcredentials", ns),
+        ("patch", GROUP, "clientcredentials/status", ns),
+        ("list", "", "namespaces", ""),
+    }
+    assert cluster.write_counts()[("clientcredentials/status", "PATCH")] == 1  # still by HTTP method
+
+    cluster.reset_counts()
+    assert (cluster.request_counts(), cluster.api_calls(), cluster.write_counts()) == ({}, set(), {})
+
+
+def test_request_counts_over_http(cluster: FakeCluster, kube: httpx.Client, ns: str) -> None:
+    ok(kube.delete("/_devcluster/requests"))
+    assert cluster.request_counts() == {}
+    ok(kube.get(f"/api/v1/namespaces/{ns}/secrets"))
+    ok(kube.get(f"/api/v1/namespaces/{ns}/secrets"))
+    rows = ok(kube.get("/_devcluster/requests"))["requests"]  # does not count itself
+    assert rows == [{"verb": "list", "group": "", "resource": "secrets", "namespace": ns, "count": 2}]
+    assert ok(kube.delete("/_devcluster/requests")) == {"requests": []}
+    assert cluster.request_counts() == {}
+    assert failed(kube.post("/_devcluster/requests"), 405)["reason"] == "MethodNotAllowed"
+
+
+def test_metadata_only_negotiation_details(kube: httpx.Client, namespace: str) -> None:
+    secrets = f"/api/v1/namespaces/{namespace}/secrets"
+    ok(kube.post(secrets, json={"metadata": {"name": "s"}, "data": {"k": "dg=="}}), 201)
+
+    def get(path: str, accept: str, **params: str) -> Any:
+        return ok(kube.get(path, params=params, headers={"Accept": accept}))
+
+    # Only JSON is served: client-go's protobuf offer comes first and is skipped.
+    protobuf_first = (
+        f"application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,{PARTIAL_LIST}"
+    )
+    assert get(secrets, protobuf_first)["kind"] == "PartialObjectMetadataList"
+    # The best quality wins, then the client's order.
+    assert get(f"{secrets}/s", f"application/json;q=0.5,{PARTIAL_ONE}")["kind"] == "PartialObjectMetadata"
+    assert get(f"{secrets}/s", f"{PARTIAL_ONE};q=0.5,application/json")["kind"] == "Secret"
+    beta = get(f"{secrets}/s", PARTIAL_ONE.replace("v=v1", "v=v1beta1"))
+    assert (beta["kind"], beta["apiVersion"]) == ("PartialObjectMetadata", "meta.k8s.io/v1beta1")
+    assert get(f"{secrets}/s", "application/yaml")["kind"] == "Secret"  # lenient: JSON all the same
+    # Writes answer in the view asked for too.
+    patched = ok(
+        kube.patch(
+            f"{secrets}/s",
+            json={"metadata": {"labels": {"l": "v"}}},
+            headers={"Content-Type": "application/merge-patch+json", "Accept": PARTIAL_ONE},
+        )
+    )
+    assert_partial(patched)
+    assert patched["metadata"]["labels"] == {"l": "v"}
+
+    # A watch asked for a list view streams whole objects, as the apiserver does.
+    events = http_watch(kube, secrets, PARTIAL_LIST, timeoutSeconds="1")
+    assert [(e["type"], e["object"]["kind"]) for e in events] == [("ADDED", "Secret")]
+    # The initial-events-end bookmark is metadata-only too.
+    params = {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan", "allowWatchBookmarks": "true"}
+    events = http_watch(kube, secrets, PARTIAL_ONE, timeoutSeconds="1", **params)
+    assert [e["type"] for e in events[:2]] == ["ADDED", "BOOKMARK"]
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    for event in events:
+        assert_partial(event["object"])
+    assert names(get(secrets, PARTIAL_LIST)) == ["s"]
+
+
+def test_cli_serves_and_writes_its_port_file(tmp_path: Path) -> None:
+    port_file, kubeconfig = tmp_path / "run" / "port", tmp_path / "kubeconfig"
+    argv = [sys.executable, "-m", "tokensync.dev.cluster", "--port", "0", "--kubeconfig", str(kubeconfig)]
+    with subprocess.Popen([*argv, "--port-file", str(port_file)], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            wait_for(lambda: port_file.exists() or proc.poll() is not None, timeout=60)
+            assert proc.poll() is None, "the stand-in exited"
+            url = f"http://127.0.0.1:{int(port_file.read_text())}"
+            assert proc.stdout is not None
+            assert proc.stdout.readline().split()[-1] == url
+            assert kubeconfig.exists()  # written before the port file
+            with httpx.Client(base_url=url, trust_env=False) as kube:
+                ok(kube.get("/api/v1/namespaces/default/secrets"))
+                rows = ok(kube.get("/_devcluster/requests"))["requests"]
+            assert rows == [{"verb": "list", "group": "", "resource": "secrets", "namespace": "default", "count": 1}]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0
 
 
 def test_inspection_returns_copies(cluster: FakeCluster, core: kubernetes.client.CoreV1Api, ns: str) -> None:

@@ -26,8 +26,8 @@ import kubernetes
 import pytest
 import yaml
 
-from tokensync.cli import run_operator
 from tokensync.dev.tokenserver import DevTokenServer
+from tokensync.manager import run_operator
 from tokensync.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +181,82 @@ def test_token_secret_status_and_garbage_collection(
         return False
 
     wait_for(secret_gone, timeout=60)  # the real garbage collector, not the stand-in's
+
+
+def test_no_finalizer_and_a_refresh_costs_no_read(
+    client: kubernetes.client.ApiClient, namespace: str, token_server: DevTokenServer, operator: None
+) -> None:
+    """The kopf-free shell on a real API server: no finalizer; a requested refresh lands."""
+    core = kubernetes.client.CoreV1Api(client)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "creds"}, "stringData": {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}}
+    )
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "ca"}, "data": {"ca.crt": token_server.ca_pem.decode()}}
+    )
+    spec = {"tokenURL": token_server.token_url, "credentialsRef": {"name": "creds"}, "caBundleRef": {"name": "ca"}}
+    custom(client).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body("shell", spec))
+
+    def status() -> dict[str, Any]:
+        obj = custom(client).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "shell")
+        return dict(obj.get("status") or {})
+
+    wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in status().get("conditions", [])))
+    obj = custom(client).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "shell")
+    assert not obj["metadata"].get("finalizers")
+    custom(client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "shell",
+        {"metadata": {"annotations": {"tokensync.io/refresh-requested-at": "e2e-1"}}},
+    )  # fmt: skip
+    wait_for(lambda: status().get("lastRefreshRequest") == "e2e-1")
+    assert token_server.issued == 2
+
+
+def test_leader_election_by_lease_on_a_real_api_server(namespace: str, token_server: DevTokenServer) -> None:
+    """Two operators, one Lease: exactly one holds it; when it stops, the other takes over."""
+    from kubernetes.client import CoordinationV1Api
+
+    stops: list[threading.Event] = []
+    threads: list[threading.Thread] = []
+    for identity in ("e2e-a", "e2e-b"):
+        settings = Settings(
+            allowed_token_hosts=("127.0.0.1",),
+            namespaces=(namespace,),
+            kubeconfig=os.environ["KUBECONFIG"],
+            leader_election=True,
+            election_namespace=namespace,
+            election_id="tokensync-e2e",
+            identity=identity,
+            lease_duration=6,
+            renew_deadline=4,
+            retry_period=1,
+        )
+        ready, stop = threading.Event(), threading.Event()
+        thread = threading.Thread(
+            target=lambda s=settings, r=ready, t=stop: asyncio.run(run_operator(s, ready_flag=r, stop_flag=t)),
+            daemon=True,
+        )
+        thread.start()
+        assert ready.wait(60)
+        stops.append(stop)
+        threads.append(thread)
+    leases = CoordinationV1Api(kubernetes.config.new_client_from_config(os.environ["KUBECONFIG"]))
+
+    def holder() -> str:
+        try:
+            lease = leases.read_namespaced_lease("tokensync-e2e", namespace)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return ""  # not created yet
+            raise
+        return str(lease.spec.holder_identity or "")
+
+    try:
+        first = wait_for(holder, timeout=60)
+        stops[("e2e-a", "e2e-b").index(first)].set()  # a clean stop releases the Lease
+        wait_for(lambda: holder() not in ("", first), timeout=30)
+    finally:
+        for stop in stops:
+            stop.set()
+        for thread in threads:
+            thread.join(60)

@@ -1,27 +1,63 @@
-"""The scale benchmark runs (small) and reports what it promises to report."""
+"""The benchmark's quick run meets every count target; its times and memory are printed, never asserted.
+
+Counts (API requests, writes, reads, token exchanges) are exact on any machine, so CI can fail on
+them; times depend on the machine's load. The naive baseline is skipped to save time.
+"""
 
 from __future__ import annotations
 
-import re
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "scale.py"
+ROOT = Path(__file__).resolve().parents[2]
+COUNTS = (
+    "api_requests_per_refresh",
+    "api_writes_per_refresh",
+    "api_reads_per_refresh",
+    "restart_token_requests",
+    "restart_api_writes",
+    "restart_api_requests",
+    "dedupe_initial_token_requests",
+    "dedupe_token_requests_per_lifetime",
+    "failover_duplicate_exchanges",
+)
 
 
-def test_the_scale_benchmark_prints_its_numbers_and_ratios() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--resources", "12", "--groups", "3", "--timeout", "60"],
-        capture_output=True,
+def test_the_quick_bench_meets_the_count_targets(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    command = [sys.executable, "-m", "bench", "--quick", "--no-baseline", "--output", str(output)]
+    bench = subprocess.Popen(
+        [*command, "--log-dir", str(tmp_path / "logs")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert re.search(r"all Ready after [\d.]+s", out)
-    assert re.search(r"ratio: time to Ready / baseline creates = [\d.]+x", out)
-    # Identical credentials share exchanges: 3 groups, 12 resources.
-    assert "exchanges: 3 (one per resource would be 12" in out
-    assert "restart: 0 exchanges, {} API writes, 12/12 still Ready" in out
+    try:
+        stdout, stderr = bench.communicate(timeout=110)
+    finally:
+        if bench.poll() is None:  # SIGTERM, not SIGKILL: the bench then stops its own children
+            bench.terminate()
+            bench.communicate(timeout=60)
+    print(stdout)  # the table, times included, for the CI log
+    context = f"\n{stdout}\n{stderr[-3000:]}"
+    assert output.exists(), context
+    r = json.loads(output.read_text())
+    assert [key for key in COUNTS if r[key] is None] == [], "not measured" + context
+
+    # Steady refresh: at most 2 API requests per token request, both writes.
+    assert r["api_requests_per_refresh"] <= 2, context
+    assert r["api_writes_per_refresh"] <= 2, context
+    assert r["api_reads_per_refresh"] == 0, context
+    # Restart with valid tokens: no exchange, no write, a constant number of requests (LIST + WATCH).
+    assert r["restart_token_requests"] == 0, context
+    assert r["restart_api_writes"] == 0, context
+    assert r["restart_api_requests"] <= 20, context
+    # K resources with identical credentials: one exchange, then one per lifetime.
+    assert r["dedupe_initial_token_requests"] == 1, context
+    assert round(r["dedupe_token_requests_per_lifetime"]) == 1, context
+    # Two replicas: only the leader exchanges.
+    assert r["failover_duplicate_exchanges"] == 0, context
+    assert bench.returncode == 0, context

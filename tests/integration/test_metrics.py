@@ -78,22 +78,34 @@ async def test_metrics_follow_issue_refresh_failure_and_deletion(
     )
 
 
-LIVENESS_PORT = free_port()
+HEALTH_PORT = free_port()
 
 
-@pytest.mark.operator_settings(liveness_port=LIVENESS_PORT)
-async def test_the_liveness_endpoint_answers_while_the_operator_runs(operator: OperatorRunner) -> None:
-    async def healthy() -> bool:
-        async with httpx.AsyncClient() as client:
-            try:
-                response = await client.get(f"http://127.0.0.1:{LIVENESS_PORT}/healthz", timeout=2)
-            except httpx.TransportError:
-                return False
-        return response.status_code == 200
+@pytest.mark.operator_settings(health_port=HEALTH_PORT)
+async def test_the_health_endpoints_answer_while_the_operator_runs(operator: OperatorRunner) -> None:
+    """/healthz: the process serves; /readyz: its caches are synced (the runner waited for that)."""
+    async with httpx.AsyncClient() as client:
+        for path in ("/healthz", "/readyz"):
+            response = await eventually_response(client, f"http://127.0.0.1:{HEALTH_PORT}{path}")
+            assert response.status_code == 200, path
+            assert response.text == "ok"
+        missing = await client.get(f"http://127.0.0.1:{HEALTH_PORT}/nothing", timeout=10)
+        assert missing.status_code == 404
 
-    for _ in range(100):
-        if await healthy():
-            break
+
+async def eventually_response(client: httpx.AsyncClient, url: str) -> httpx.Response:
+    """The first answer from ``url`` (the server may need a moment to accept connections)."""
+
+    async def answer() -> httpx.Response | None:
+        try:
+            return await client.get(url, timeout=10)
+        except httpx.TransportError:
+            return None
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
+        response = await answer()
+        if response is not None:
+            return response
         await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("/healthz did not answer 200")
+    raise AssertionError(f"{url} did not answer within 30 s")

@@ -19,7 +19,7 @@ import pytest
 from tokensync import models
 from tokensync.dev.cluster import merge_patch  # the stand-in applies patches as the API server does
 from tokensync.exchange import ClientCredentials
-from tokensync.kube import KubeError
+from tokensync.kubeapi import KubeError
 from tokensync.models import ClientCredentialSpec, DeletionPolicy, Target
 from tokensync.secrets import (
     ANNOTATION_CREDENTIALS_HASH,

@@ -541,6 +541,26 @@ def test_a_later_token_is_refreshed() -> None:
     assert "2030-01-01T15:00:00Z" in events[0].message
 
 
+def test_a_routine_refresh_of_a_ready_resource_posts_no_event() -> None:
+    """Status and metrics show routine refreshes; an Event each would cost a write per lifetime."""
+    refreshed = build_status(ISSUED, situation(now=T0 + HOUR, token=NEW_TOKEN))
+    assert transition_events(ISSUED, refreshed, issued=True, routine=True) == []
+
+
+def test_a_routine_refresh_that_makes_the_resource_ready_again_is_an_event() -> None:
+    not_ready = ISSUED.model_copy(
+        update={"conditions": [c.model_copy(update={"status": "False"}) for c in ISSUED.conditions]}
+    )
+    refreshed = build_status(not_ready, situation(now=T0 + HOUR, token=NEW_TOKEN))
+    assert kinds(transition_events(not_ready, refreshed, issued=True, routine=True)) == [("Normal", "Refreshed")]
+
+
+def test_a_first_token_is_an_event_even_when_routine() -> None:
+    assert kinds(transition_events(ClientCredentialStatus(), ISSUED, issued=True, routine=True)) == [
+        ("Normal", "Issued")
+    ]
+
+
 def test_a_round_with_nothing_new_posts_nothing() -> None:
     same = build_status(ISSUED, situation(now=T1))
     assert transition_events(ISSUED, same, issued=False) == []

@@ -55,45 +55,63 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* "true" when kopf peering is on: several replicas, or ha.enabled. */}}
-{{- define "tokensync.peering" -}}
-{{- if or .Values.ha.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{/* "true" when leader election is on: several replicas, or leaderElection.enabled. */}}
+{{- define "tokensync.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
 {{- end }}
 
-{{/* The peering object's name: the release name (`--peering`). */}}
-{{- define "tokensync.peeringName" -}}
-{{- .Release.Name }}
+{{/* The Lease's name (`--leader-election-id`): the full name, so two releases in one namespace never share a Lease. */}}
+{{- define "tokensync.leaseName" -}}
+{{- include "tokensync.fullname" . }}
 {{- end }}
 
 {{/*
-The namespaced RBAC rules: what the operator does inside each namespace it watches.
+The election timings must nest as in client-go: a leader gives up when it could not renew within
+renewDeadline, which must come before its Lease expires (leaseDuration) for a standby to take over
+safely; and a candidate retries several times within renewDeadline. JSON schema cannot compare two
+values, so values.schema.json checks each alone and this checks them against each other.
+*/}}
+{{- define "tokensync.validateLeaderElection" -}}
+{{- $le := .Values.leaderElection }}
+{{- if ge (int $le.renewDeadline) (int $le.leaseDuration) }}
+{{- fail (printf "leaderElection.renewDeadline (%v) must be less than leaderElection.leaseDuration (%v): a leader must give up before its Lease expires" $le.renewDeadline $le.leaseDuration) }}
+{{- end }}
+{{- if ge (int $le.retryPeriod) (int $le.renewDeadline) }}
+{{- fail (printf "leaderElection.retryPeriod (%v) must be less than leaderElection.renewDeadline (%v): a leader must get to retry its renewal before it gives up" $le.retryPeriod $le.renewDeadline) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespaced RBAC rules: exactly the calls the operator makes inside each namespace it watches.
 Every verb is listed; nothing is a wildcard.
 */}}
 {{- define "tokensync.namespacedRules" -}}
-# The ClientCredentials: kopf lists and watches them and patches its annotations and finalizer.
+# ClientCredentials: the informer lists and watches them; patch removes the old kopf finalizer and
+# annotations once, on the upgrade from the kopf-based operator.
 - apiGroups: ["tokensync.io"]
   resources: ["clientcredentials"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["tokensync.io"]
   resources: ["clientcredentials/status"]
-  verbs: ["get", "patch", "update"]
-# The target Secret's ownerReference has blockOwnerDeletion: that needs update on the owner's finalizers.
+  verbs: ["patch"]
+# The target Secret's ownerReference sets blockOwnerDeletion (foreground deletion waits for it):
+# with the OwnerReferencesPermissionEnforcement admission plugin (OpenShift's default) that needs
+# update on the owner's finalizers subresource. tokensync adds no finalizer itself.
 - apiGroups: ["tokensync.io"]
   resources: ["clientcredentials/finalizers"]
   verbs: ["update"]
-# Credentials Secrets are read and watched; target Secrets are created and patched (never deleted:
-# the garbage collector removes them through their ownerReference).
+# Secrets: get reads credentials Secrets; list/watch feed the label-selected informer of target
+# Secrets and the metadata-only informer of all Secrets; create/patch write target Secrets; delete
+# removes the old target Secret when target.name changes.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # caBundleRef may name a ConfigMap.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
+# Events on the ClientCredentials (core/v1 Events only).
 - apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- if .Values.rolloutRestart.enabled }}
@@ -104,25 +122,12 @@ Every verb is listed; nothing is a wildcard.
 {{- end }}
 {{- end }}
 
-{{/* kopf reads CustomResourceDefinitions to discover the resources it serves. */}}
-{{- define "tokensync.crdDiscoveryRules" -}}
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
-{{- end }}
-
-{{/* The peering CRD of this mode: clusterkopfpeerings (cluster-wide) or kopfpeerings (watchNamespaces). */}}
-{{- define "tokensync.peeringPlural" -}}
-{{- if .Values.watchNamespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end }}
-{{- end }}
-
-{{- define "tokensync.peeringKind" -}}
-{{- if .Values.watchNamespaces }}KopfPeering{{ else }}ClusterKopfPeering{{ end }}
-{{- end }}
-
-{{- define "tokensync.peeringRules" -}}
-# kopf peering: each replica patches its keep-alive into the peering object and watches the others.
-- apiGroups: ["kopf.dev"]
-  resources: [{{ include "tokensync.peeringPlural" . | quote }}]
-  verbs: ["get", "list", "watch", "patch"]
+{{/*
+Leader election: candidates read the Lease, the first one creates it, the leader renews it and a
+standby takes it over (both updates). Only in the release namespace (`--leader-election-namespace`).
+*/}}
+{{- define "tokensync.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
 {{- end }}

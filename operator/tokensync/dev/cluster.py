@@ -4,11 +4,25 @@ It is built on ``kmock`` (the kopf author's Kubernetes API mock): :class:`DevClu
 subclasses :class:`kmock.KubernetesEmulator`, keeps kmock's API discovery (``/api``, ``/apis``,
 ``/apis/{group}/{version}``, ``/version``, fed from ``kmock.resources``) and its DSL for
 anything that is not a resource URL, and serves resource requests wholesale itself, because
-plain kmock 0.8 is not faithful enough for kopf. Relative to plain kmock 0.8, it fixes:
+plain kmock 0.8 is not faithful enough for kopf. Relative to plain kmock 0.8, it adds or fixes:
 
 * Metadata: ``uid``, ``resourceVersion`` (one global etcd-like counter), ``creationTimestamp``
   and ``generation`` are assigned. ``generation`` bumps only on non-metadata changes, and for
   resources with a status subresource only on non-status changes (and when deletion starts).
+* ``managedFields``: every create, update and patch renews the writer's entry (one per manager,
+  operation ``Update``, plus ``subresource: status`` for status writes). The manager is
+  ``?fieldManager=`` or the User-Agent's product (``"unknown"`` without one); ``fieldsV1`` is a
+  placeholder naming the top-level fields written: ownership is not tracked.
+* Metadata-only responses, negotiated from the Accept header as the apiserver does (the first
+  media type it can serve; only JSON is served, so protobuf offers are skipped):
+  ``as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`` (or ``v1beta1``) for lists,
+  ``as=PartialObjectMetadata`` for single objects and watch events (bookmarks included).
+  A list view of one object, or the other way round, answers ``406 NotAcceptable``, as does an
+  Accept header whose every ``as=`` offer is unknown (a watch asked for a list view streams
+  whole objects, as the apiserver does).
+* Paged lists: ``limit`` and an opaque ``continue`` token, sorted by namespace/name, with
+  ``remainingItemCount`` when there are no selectors (as etcd). A malformed token, or a token
+  with a ``resourceVersion``, answers ``400``; a token older than the event log answers ``410``.
 * Optimistic concurrency: a PATCH/PUT whose body carries a stale ``metadata.resourceVersion``
   gets ``409 Conflict``; so do stale DELETE preconditions.
 * Patching: merge-patch, JSON patch (all RFC 6902 ops; a failed ``test`` op answers ``422``,
@@ -27,7 +41,8 @@ plain kmock 0.8 is not faithful enough for kopf. Relative to plain kmock 0.8, it
 * Background garbage collection by ``ownerReferences`` (recursive; ``Orphan`` propagation
   strips the references instead).
 * Errors are Kubernetes ``Status`` bodies: 404 NotFound, 409 AlreadyExists/Conflict,
-  422 Invalid, 410 Expired, 400 BadRequest, 405 MethodNotAllowed, 415 UnsupportedMediaType.
+  422 Invalid, 410 Expired, 400 BadRequest, 405 MethodNotAllowed, 406 NotAcceptable,
+  415 UnsupportedMediaType.
 * DELETE honours finalizers; the object goes when the last finalizer is removed, and no new
   finalizers can be added once the deletion has started.
 * A Secret's ``stringData`` is folded into base64 ``data`` (and ``type`` defaults to Opaque).
@@ -41,7 +56,17 @@ plain kmock 0.8 is not faithful enough for kopf. Relative to plain kmock 0.8, it
   discovery URLs with the kubernetes client's trailing slashes (``/apis/``) are served;
   the core group's ``groupVersion`` is ``v1`` (kmock says ``/v1``).
 
+Request accounting, as an audit log names requests: every resource request (reads, failures and
+requests for undeclared resources too) counts by verb (get, list, watch, create, update, patch,
+delete, deletecollection), API group, resource (``plural`` or ``plural/subresource``) and
+namespace ("" for cluster-scoped and all-namespaces requests): see
+:meth:`FakeCluster.request_counts` and :meth:`FakeCluster.api_calls`. Other processes read them
+with ``GET /_devcluster/requests`` (``{"requests": [{"verb", "group", "resource", "namespace",
+"count"}, ...]}``) and reset them with ``DELETE`` on the same URL.
+
 Every resource must be declared (:class:`ResourceDecl`); CRD objects register nothing.
+Run standalone with ``python -m tokensync.dev.cluster [--host H] [--port P] [--kubeconfig PATH]
+[--port-file PATH]``: it prints its URL, and writes the port (last, atomically) to ``--port-file``.
 
 The server runs in its own thread with its own event loop (:class:`FakeCluster`), because
 ``kopf.operator()`` cancels the asyncio tasks created after it starts in its own loop.
@@ -59,6 +84,7 @@ import binascii
 import collections
 import contextlib
 import datetime
+import functools
 import json
 import re
 import secrets
@@ -83,6 +109,12 @@ __all__ = ["DEFAULT_RESOURCES", "DevClusterHandler", "FakeCluster", "ResourceDec
 JsonDict = dict[str, Any]
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The audit log's verbs for HTTP methods; a GET without a name is a list (or a watch).
+_METHOD_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+# Go's strconv.ParseBool, which the apiserver uses for query flags such as watch=1.
+_TRUE_FLAGS = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+# The stand-in's own URLs (request counts); no Kubernetes path starts with an underscore.
+_REQUESTS_PATH = "/_devcluster/requests"
 _MAIN_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 # The same alphabet as the apiserver's generateName suffixes (no vowels, no look-alikes).
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -219,6 +251,14 @@ def _clone(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()  # compact, as the apiserver writes it
+
+
+def _flag(params: Mapping[str, str], name: str) -> bool:
+    return params.get(name, "") in _TRUE_FLAGS
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """Apply an RFC 7386 merge patch; returns a new value and never mutates the target."""
     if not isinstance(patch, dict):
@@ -331,6 +371,86 @@ def json_patch(doc: Any, ops: Any) -> Any:
         else:
             raise JsonPatchError(f"unknown operation: {kind!r}")
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Content negotiation: whole objects, or metadata only (PartialObjectMetadata).
+# --------------------------------------------------------------------------------------------
+
+_PARTIAL = "PartialObjectMetadata"
+_PARTIAL_LIST = "PartialObjectMetadataList"
+_JSON_MEDIA_TYPES = frozenset({"application/json", "application/*", "*/*"})
+_META_GROUP_VERSIONS = frozenset({"meta.k8s.io/v1", "meta.k8s.io/v1beta1"})
+
+
+@dataclass(frozen=True)
+class _View:
+    """How objects are rendered: whole (no kind), or as ``meta.k8s.io`` PartialObjectMetadata(List)."""
+
+    kind: str = ""  # "", _PARTIAL or _PARTIAL_LIST
+    api_version: str = ""  # "meta.k8s.io/v1" or "meta.k8s.io/v1beta1"
+
+
+_FULL = _View()
+
+
+def _not_acceptable(message: str) -> ApiError:
+    return ApiError(406, "NotAcceptable", message)
+
+
+@functools.lru_cache(maxsize=256)
+def _negotiate(accept: str) -> _View:
+    """The view for an Accept header: its first media type this server can serve, as the apiserver picks it.
+
+    Like the apiserver, negotiation does not know whether the request is for a list: a mismatch
+    (e.g. PartialObjectMetadataList on a GET of one object) fails later, in :func:`_present`.
+    Only JSON is served: YAML and protobuf media types are skipped.
+    """
+    ranges: list[tuple[float, bool, bool, str, dict[str, str]]] = []
+    for item in accept.split(","):
+        mime, *parts = (part.strip() for part in item.split(";"))
+        params = {key.strip(): value.strip() for key, _, value in (part.partition("=") for part in parts)}
+        try:
+            quality = float(params.pop("q", "1"))
+        except ValueError:
+            quality = 1.0
+        if mime and quality > 0:
+            main, _, sub = mime.lower().partition("/")
+            ranges.append((-quality, main == "*", sub == "*", mime.lower(), params))
+    # The best quality first, wildcards after specific types; a stable sort keeps the client's order.
+    ranges.sort(key=lambda r: r[:3])
+    conversion_asked = False
+    for *_, mime, params in ranges:
+        kind = params.get("as")
+        conversion_asked = conversion_asked or kind is not None
+        if mime not in _JSON_MEDIA_TYPES:
+            continue
+        if kind is None:
+            return _FULL
+        group_version = f"{params.get('g')}/{params.get('v')}"
+        if kind in (_PARTIAL, _PARTIAL_LIST) and group_version in _META_GROUP_VERSIONS:
+            return _View(kind, group_version)
+    if conversion_asked:
+        raise _not_acceptable("only the following media types are accepted: application/json")
+    return _FULL  # lenient for plain YAML or protobuf requests: JSON, as before
+
+
+def _as_partial(obj: JsonDict, api_version: str) -> JsonDict:
+    # No copy: stored objects are replaced on writes, never mutated, so their metadata can be shared.
+    return {"kind": _PARTIAL, "apiVersion": api_version, "metadata": obj.get("metadata", {})}
+
+
+def _present(result: JsonDict, view: _View, *, is_list: bool) -> JsonDict:
+    """A response body in the negotiated view; 406 if the view does not fit (as the apiserver does)."""
+    if not view.kind:
+        return result
+    if view.kind != (_PARTIAL_LIST if is_list else _PARTIAL):
+        shape = "is a list" if is_list else "is not a list"
+        raise _not_acceptable(f"you requested {view.kind}, but the requested object {shape}")
+    if not is_list:
+        return _as_partial(result, view.api_version)
+    items = [_as_partial(item, view.api_version) for item in result["items"]]
+    return {"kind": _PARTIAL_LIST, "apiVersion": view.api_version, "metadata": result["metadata"], "items": items}
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,18 +593,20 @@ class _Event:
     type: str  # ADDED, MODIFIED, DELETED
     obj: JsonDict
     old: JsonDict | None  # the previous state, to see objects entering/leaving selectors
-    _json: bytes | None = None
+    _json: dict[_View, bytes] = field(default_factory=dict)
 
-    def obj_json(self) -> bytes:
-        # Serialised once per event, however many watchers stream it.
-        if self._json is None:
-            self._json = json.dumps(self.obj).encode()
-        return self._json
+    def json_as(self, view: _View) -> bytes:
+        # Serialised once per event and view, however many watchers stream it.
+        body = self._json.get(view)
+        if body is None:
+            body = self._json[view] = _dumps(_present(self.obj, view, is_list=False))
+        return body
 
 
 @dataclass(eq=False)
 class _Watcher:
     filter: _Filter
+    view: _View = _FULL
     queue: asyncio.Queue[_Event | None] = field(default_factory=asyncio.Queue)
 
     def translate(self, event: _Event) -> str | None:
@@ -519,6 +641,42 @@ class _Call:
 
 
 @dataclass(frozen=True)
+class _Path:
+    """A resource URL, split as the apiserver's RequestInfoFactory splits it."""
+
+    group: str
+    version: str
+    namespace: str | None
+    plural: str
+    name: str | None
+    subresource: str | None
+
+    @property
+    def resource(self) -> str:
+        return f"{self.plural}/{self.subresource}" if self.subresource else self.plural
+
+
+def _parse_path(path: str) -> _Path | None:
+    """Split a resource URL; None for discovery and other non-resource URLs."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 3 and parts[0] == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    elif len(parts) >= 4 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        return None
+    namespace: str | None = None
+    # "/namespaces/x/secrets" is namespaced; "/namespaces/x/status" is the Namespace's subresource.
+    if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
+        namespace, rest = rest[1], rest[2:]
+    if len(rest) > 3:
+        raise _no_such_path()
+    name = rest[1] if len(rest) > 1 else None
+    subresource = rest[2] if len(rest) > 2 else None
+    return _Path(group, version, namespace, rest[0], name, subresource)
+
+
+@dataclass(frozen=True)
 class _Target:
     state: _ResourceState
     namespace: str | None
@@ -528,6 +686,62 @@ class _Target:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _field_manager(request: _Call) -> str:
+    """Who a write is recorded for: ``?fieldManager=``, else the User-Agent's product, as the apiserver does."""
+    manager = request.params.get("fieldManager") or request.raw.headers.get("User-Agent", "").split("/")[0]
+    return "".join(char for char in manager if char.isprintable())[:128] or "unknown"
+
+
+def _managed_fields(obj: JsonDict, old: JsonDict | None, manager: str, subresource: str | None) -> list[JsonDict]:
+    """``metadata.managedFields`` after an Update by ``manager``: its own entry is renewed, others are kept.
+
+    Field ownership is not tracked (clients are expected to strip managedFields anyway):
+    ``fieldsV1`` only names the top-level fields of what was written.
+    """
+    owned = ["status"] if subresource == "status" else [k for k in obj if k not in ("apiVersion", "kind", "status")]
+    entry: JsonDict = {
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": obj["apiVersion"],
+        "time": _now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {f"f:{key}": {} for key in sorted(owned)},
+    }
+    if subresource:
+        entry["subresource"] = subresource
+
+    def identity(e: JsonDict) -> tuple[str, ...]:  # the time and the fields do not tell entries apart
+        return tuple(str(e.get(k, "")) for k in ("operation", "manager", "apiVersion", "subresource"))
+
+    entries = [e for e in (old or {}).get("metadata", {}).get("managedFields") or [] if identity(e) != identity(entry)]
+    entries.append(entry)
+    # The apiserver keeps them sorted by operation, time, manager, apiVersion, subresource.
+    return sorted(entries, key=lambda e: (e.get("operation", ""), e.get("time", ""), *identity(e)[1:]))
+
+
+def _encode_continue(list_rv: int, after: _Key) -> str:
+    # The apiserver's token format: unpadded URL-safe base64 of the list's revision and its last key.
+    token = json.dumps({"v": "meta.k8s.io/v1", "rv": list_rv, "start": "/".join(after)})
+    return base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[int, _Key]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError:  # also binascii.Error, UnicodeDecodeError, and non-ASCII tokens
+        data = None
+    if not (
+        isinstance(data, dict)
+        and data.get("v") == "meta.k8s.io/v1"
+        and isinstance(data.get("rv"), int)
+        and isinstance(data.get("start"), str)
+        and "/" in data["start"]
+    ):
+        raise _bad_request(f"continue key is not valid: {token!r}")
+    namespace, _, name = data["start"].partition("/")
+    return data["rv"], (namespace, name)
 
 
 def _owner_uids(obj: JsonDict) -> set[str]:
@@ -686,6 +900,8 @@ class DevClusterHandler(kmock.KubernetesEmulator):
     # Mutations happen in the server's loop without awaits; the lock is for readers in other threads.
     _guard: threading.RLock = attrs.field(factory=threading.RLock, init=False)
     _writes: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter, init=False)
+    # All resource requests by (verb, group, resource, namespace), as an audit log names them.
+    _calls: collections.Counter[tuple[str, str, str, str]] = attrs.field(factory=collections.Counter, init=False)
     # Watch connections opened per plural: lets tests see that clients really reconnected.
     watch_connections: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
 
@@ -732,9 +948,15 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         with self._guard:
             return dict(self._writes)
 
+    def request_counts(self) -> dict[tuple[str, str, str, str], int]:
+        """All resource requests by (verb, group, resource, namespace) since the last reset."""
+        with self._guard:
+            return dict(self._calls)
+
     def reset_counts(self) -> None:
         with self._guard:
             self._writes.clear()
+            self._calls.clear()
 
     def close_watches(self) -> None:
         """End every open watch stream (on shutdown: aiohttp waits for open handlers)."""
@@ -758,8 +980,10 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         # fails on some Kubernetes URLs (e.g. "/api/v1/namespaces"), and its reaction matching
         # re-filters the whole request log on every request, so it slows down quadratically.
         try:
-            target = self._route(raw_request.path)
-            if target is None:  # discovery & non-resource URLs: kmock serves them
+            if raw_request.path == _REQUESTS_PATH:
+                return self._serve_request_counts(raw_request.method.upper())
+            path = _parse_path(raw_request.path)
+            if path is None:  # discovery & non-resource URLs: kmock serves them
                 # Keep kmock's request log short so that its matching stays cheap.
                 if len(self._requests) > self.request_log_limit:
                     del self._requests[: -self.request_log_limit]
@@ -767,30 +991,39 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 if len(raw_request.path) > 1 and raw_request.path.endswith("/"):
                     raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(raw_request.path.rstrip("/")))
                 return await super().__call__(raw_request)
-            call = _Call(raw_request, raw_request.method.upper(), dict(raw_request.query), await raw_request.read())
-            return await self._serve(call, target)
+            method, params = raw_request.method.upper(), dict(raw_request.query)
+            self._count(method, path, params)  # before routing: requests for undeclared resources count too
+            call = _Call(raw_request, method, params, await raw_request.read())
+            return await self._serve(call, self._target(path))
         except ApiError as e:
             return aiohttp.web.json_response(e.body(), status=e.code)
 
-    def _route(self, path: str) -> _Target | None:
-        parts = [p for p in path.split("/") if p]
-        if len(parts) >= 3 and parts[0] == "api":
-            group, version, rest = "", parts[1], parts[2:]
-        elif len(parts) >= 4 and parts[0] == "apis":
-            group, version, rest = parts[1], parts[2], parts[3:]
-        else:
-            return None
-        namespace: str | None = None
-        # "/namespaces/x/secrets" is namespaced; "/namespaces/x/status" is the Namespace's subresource.
-        if len(rest) >= 3 and rest[0] == "namespaces" and (group, version, rest[2]) in self._states:
-            namespace, rest = rest[1], rest[2:]
-        if len(rest) > 3:
-            raise _no_such_path()
-        state = self._states.get((group, version, rest[0]))
+    def _count(self, method: str, path: _Path, params: Mapping[str, str]) -> None:
+        verb = _METHOD_VERBS.get(method, method.lower())
+        if verb == "get" and _flag(params, "watch"):
+            verb = "watch"
+        elif verb == "get" and path.name is None:
+            verb = "list"
+        elif verb == "delete" and path.name is None:
+            verb = "deletecollection"
+        with self._guard:
+            self._calls[(verb, path.group, path.resource, path.namespace or "")] += 1
+
+    def _serve_request_counts(self, method: str) -> aiohttp.web.StreamResponse:
+        """``GET`` the request counts (for readers in other processes); ``DELETE`` resets all counts."""
+        if method == "DELETE":
+            self.reset_counts()
+        elif method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method ({method})")
+        keys = ("verb", "group", "resource", "namespace")
+        rows = [dict(zip(keys, key, strict=True), count=n) for key, n in sorted(self.request_counts().items())]
+        return aiohttp.web.json_response({"requests": rows})
+
+    def _target(self, path: _Path) -> _Target:
+        state = self._states.get((path.group, path.version, path.plural))
         if state is None:
             raise _no_such_path()
-        name = rest[1] if len(rest) > 1 else None
-        subresource = rest[2] if len(rest) > 2 else None
+        namespace, name, subresource = path.namespace, path.name, path.subresource
         if state.decl.namespaced != (namespace is not None) and (name is not None or not state.decl.namespaced):
             raise _no_such_path()  # a named namespaced object needs a namespace; cluster ones have none
         if subresource is not None and subresource not in state.decl.subresources:
@@ -806,10 +1039,12 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 self._writes[(plural, method)] += 1
         params = request.params
         name = target.name
+        view = _negotiate(request.raw.headers.get("Accept", ""))
+        manager = _field_manager(request)
         if decl.namespaced and target.namespace is None and method != "GET":
             raise ApiError(405, "MethodNotAllowed", f"{method} needs a namespace for {decl.qualified_name}")
-        if method == "GET" and params.get("watch") in ("true", "1"):
-            return await self._watch(request, target, params)
+        if method == "GET" and _flag(params, "watch"):
+            return await self._watch(request, target, params, view)
         result: JsonDict
         status = 200
         with self._guard:
@@ -818,13 +1053,13 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             elif method == "GET" and name is not None:
                 result = self._get(target.state, target.namespace, name)
             elif method == "POST" and name is None:
-                result = self._create(target.state, target.namespace, self._body(request, dict))
+                result = self._create(target.state, target.namespace, self._body(request, dict), manager)
                 status = 201
             elif method == "PUT" and name is not None:
                 body = self._body(request, dict)
-                result = self._write(target, name, lambda _: body)
+                result = self._write(target, name, lambda _: body, manager)
             elif method == "PATCH" and name is not None:
-                result = self._write(target, name, self._patcher(request, decl, name))
+                result = self._write(target, name, self._patcher(request, decl, name), manager)
             elif method == "DELETE" and name is not None:
                 options = self._body(request, dict, optional=True) or {}
                 result = self._delete(target.state, (target.namespace or "", name), options, params)
@@ -834,7 +1069,9 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 result = self._delete_collection(target.state, selection, options, params)
             else:
                 raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method ({method})")
-        return aiohttp.web.json_response(result, status=status)
+        # Serialised outside the lock: stored objects are replaced on writes, never mutated.
+        body = _present(result, view, is_list=name is None and method in ("GET", "DELETE"))
+        return aiohttp.web.Response(body=_dumps(body), status=status, content_type="application/json")
 
     @staticmethod
     def _body(request: _Call, kind: type, *, optional: bool = False) -> Any:
@@ -877,26 +1114,29 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         return obj
 
     def _list(self, state: _ResourceState, selection: _Filter, params: Mapping[str, str]) -> JsonDict:
-        list_rv, start = self._rv, ("", "")
+        list_rv, start = self._rv, None
         if token := params.get("continue"):
-            try:
-                decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
-                list_rv, start = int(decoded["rv"]), (str(decoded["ns"]), str(decoded["name"]))
-            except (ValueError, KeyError, TypeError, binascii.Error):
-                raise _bad_request("invalid continue token") from None
-        # etcd lists by key, i.e. by namespace, then name.
-        keys = sorted(k for k in state.objects if not token or k > start)
-        items = [obj for key in keys if selection.matches(obj := state.objects[key])]
-        meta: JsonDict = {"resourceVersion": str(list_rv)}
+            if params.get("resourceVersion") not in (None, "", "0"):
+                raise _bad_request("specifying resource version is not allowed when using continue")
+            list_rv, start = _decode_continue(token)
+            if list_rv < state.floor_rv:  # as etcd after a compaction: the client must list anew
+                message = "The provided continue parameter is too old to display a consistent list result."
+                raise ApiError(410, "Expired", f"{message} You can start a new list without the continue parameter.")
         try:
             limit = int(params.get("limit") or 0)
         except ValueError:
             raise _bad_request("limit must be an integer") from None
-        if limit and len(items) > limit:
+        # etcd lists by key, i.e. by namespace, then name; a page continues after the last key.
+        # Later pages see the current objects, not a snapshot at list_rv: close enough for informers.
+        keys = sorted(k for k in state.objects if start is None or k > start)
+        items = [obj for key in keys if selection.matches(obj := state.objects[key])]
+        meta: JsonDict = {"resourceVersion": str(list_rv)}
+        if 0 < limit < len(items):
+            last = items[limit - 1]["metadata"]
+            meta["continue"] = _encode_continue(list_rv, (last.get("namespace", ""), last["name"]))
+            if not selection.labels and not selection.fields:  # etcd counts exactly only without selectors
+                meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
-            last = items[-1]["metadata"]
-            position = {"rv": list_rv, "ns": last.get("namespace", ""), "name": last["name"]}
-            meta["continue"] = base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
         decl = state.decl
         return {"kind": f"{decl.kind}List", "apiVersion": decl.group_version, "metadata": meta, "items": items}
 
@@ -921,7 +1161,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         for owner in _owner_uids(obj):
             self._dependents.setdefault(owner, set()).add((state, key))
 
-    def _create(self, state: _ResourceState, namespace: str | None, obj: JsonDict) -> JsonDict:
+    def _create(self, state: _ResourceState, namespace: str | None, obj: JsonDict, manager: str) -> JsonDict:
         decl = state.decl
         meta = _meta(obj, decl, None)
         if decl.namespaced:
@@ -959,11 +1199,12 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         meta["resourceVersion"] = str(self._next_rv())
         if decl.generation:
             meta["generation"] = 1
+        meta["managedFields"] = _managed_fields(obj, None, manager, None)
         self._store(state, key, obj)
         self._record(state, "ADDED", obj, None)
         return obj
 
-    def _write(self, target: _Target, name: str, change: Callable[[JsonDict], Any]) -> JsonDict:
+    def _write(self, target: _Target, name: str, change: Callable[[JsonDict], Any], manager: str) -> JsonDict:
         """PUT or PATCH an object (or its status): ``change`` maps the current object to the desired one."""
         state, decl = target.state, target.state.decl
         key = (target.namespace or "", name)
@@ -996,7 +1237,8 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                     new["status"] = old["status"]
             _fold_string_data(decl, new)
             meta = new["metadata"]
-            for meta_key in (*_SERVER_OWNED_META, "name", "namespace"):
+            # managedFields too: the server records writes itself (a client cannot reset them here).
+            for meta_key in (*_SERVER_OWNED_META, "managedFields", "name", "namespace"):
                 meta.pop(meta_key, None)
                 if meta_key in old["metadata"]:
                     meta[meta_key] = old["metadata"][meta_key]
@@ -1014,6 +1256,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             ignored = ("metadata", "status") if decl.has_status else ("metadata",)
             if _without(new, ignored) != _without(old, ignored):
                 new["metadata"]["generation"] = old["metadata"].get("generation", 0) + 1
+        new["metadata"]["managedFields"] = _managed_fields(new, old, manager, target.subresource)
         new["metadata"]["resourceVersion"] = str(self._next_rv())
         self._store(state, key, new)
         self._record(state, "MODIFIED", new, old)
@@ -1097,12 +1340,16 @@ class DevClusterHandler(kmock.KubernetesEmulator):
 
     # ----- watching -----
 
-    async def _watch(self, request: _Call, target: _Target, params: Mapping[str, str]) -> aiohttp.web.StreamResponse:
+    async def _watch(
+        self, request: _Call, target: _Target, params: Mapping[str, str], view: _View
+    ) -> aiohttp.web.StreamResponse:
         state, decl = target.state, target.state.decl
-        watcher = _Watcher(_Filter.from_params(target.namespace, params, name=target.name))
-        bookmarks = params.get("allowWatchBookmarks") in ("true", "1")
+        # A list view on a watch fails per event in the apiserver, which then sends whole objects.
+        view = view if view.kind == _PARTIAL else _FULL
+        watcher = _Watcher(_Filter.from_params(target.namespace, params, name=target.name), view)
+        bookmarks = _flag(params, "allowWatchBookmarks")
         rv_param = params.get("resourceVersion") or ""
-        send_initial = params.get("sendInitialEvents") in ("true", "1")
+        send_initial = _flag(params, "sendInitialEvents")
         try:
             timeout = float(params["timeoutSeconds"]) if "timeoutSeconds" in params else None
         except ValueError:
@@ -1118,9 +1365,9 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             if send_initial or rv_param in ("", "0"):
                 for _, obj in sorted(state.objects.items()):
                     if watcher.filter.matches(obj):
-                        lines.append(self._line("ADDED", json.dumps(obj).encode()))
+                        lines.append(self._line("ADDED", _dumps(_present(obj, view, is_list=False))))
                 if send_initial and bookmarks:
-                    lines.append(self._bookmark(decl, initial_events_end=True))
+                    lines.append(self._bookmark(decl, view, initial_events_end=True))
             else:
                 if not rv_param.isdigit():
                     raise _bad_request(f"invalid resourceVersion: {rv_param!r}")
@@ -1138,7 +1385,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             await response.prepare(request.raw)
             if expired:
                 error = ApiError(410, "Expired", f"too old resource version: {rv_param} ({state.floor_rv})")
-                await response.write(json.dumps({"type": "ERROR", "object": error.body()}).encode() + b"\n")
+                await response.write(self._line("ERROR", _dumps(error.body())))
             else:
                 if lines:
                     await response.write(b"".join(lines))
@@ -1167,7 +1414,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 event = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
             except TimeoutError:
                 if bookmarks and wait < remaining:  # the closing bookmark is sent below
-                    await response.write(self._bookmark(decl))
+                    await response.write(self._bookmark(decl, watcher.view))
                 continue
             # Drain what is already queued into one write: fewer syscalls under bursts.
             batch = [event]
@@ -1179,7 +1426,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             if None in batch:  # the server is shutting down
                 return
         if bookmarks:  # the apiserver sends a last bookmark before closing on timeout
-            await response.write(self._bookmark(decl))
+            await response.write(self._bookmark(decl, watcher.view))
 
     @staticmethod
     def _events_since(state: _ResourceState, since: int) -> Iterator[_Event]:
@@ -1192,21 +1439,21 @@ class DevClusterHandler(kmock.KubernetesEmulator):
 
     @staticmethod
     def _line(etype: str, obj_json: bytes) -> bytes:
-        return b'{"type": "' + etype.encode() + b'", "object": ' + obj_json + b"}\n"
+        return b'{"type":"' + etype.encode() + b'","object":' + obj_json + b"}\n"
 
     def _render(self, watcher: _Watcher, event: _Event) -> bytes:
         etype = watcher.translate(event)
         assert etype is not None
-        return self._line(etype, event.obj_json())
+        return self._line(etype, event.json_as(watcher.view))
 
-    def _bookmark(self, decl: ResourceDecl, *, initial_events_end: bool = False) -> bytes:
+    def _bookmark(self, decl: ResourceDecl, view: _View, *, initial_events_end: bool = False) -> bytes:
         with self._guard:
             rv = self._rv  # all events up to it are already queued to every watcher
         meta: JsonDict = {"resourceVersion": str(rv)}
         if initial_events_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
         obj = {"kind": decl.kind, "apiVersion": decl.group_version, "metadata": meta}
-        return self._line("BOOKMARK", json.dumps(obj).encode())
+        return self._line("BOOKMARK", _dumps(_present(obj, view, is_list=False)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1252,9 +1499,14 @@ class FakeCluster:
 
     @property
     def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        """The port served (the one picked if constructed with port 0)."""
         if self._handler is None:
             raise RuntimeError("The fake cluster is not started.")
-        return f"http://{self._host}:{self._port}"
+        return self._port
 
     @property
     def handler(self) -> DevClusterHandler:
@@ -1353,7 +1605,26 @@ class FakeCluster:
         """Write requests per (plural, HTTP verb); status writes count as ``"plural/status"``."""
         return self.handler.write_counts()
 
+    def request_counts(self) -> dict[tuple[str, str], int]:
+        """All resource requests since the last reset, per (verb, resource), as an audit log names them.
+
+        Verbs: get, list, watch, create, update, patch, delete, deletecollection.
+        Resources: the plural, or ``"plural/subresource"`` (e.g. ``"clientcredentials/status"``).
+        """
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for (verb, _, resource, _), n in self.handler.request_counts().items():
+            counts[(verb, resource)] += n
+        return dict(counts)
+
+    def api_calls(self) -> set[tuple[str, str, str, str]]:
+        """The distinct (verb, group, resource, namespace) requested since the last reset (for RBAC checks).
+
+        The namespace is "" for cluster-scoped resources and requests across all namespaces.
+        """
+        return set(self.handler.request_counts())
+
     def reset_counts(self) -> None:
+        """Reset the request and write counts."""
         self.handler.reset_counts()
 
 
@@ -1362,6 +1633,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig pointing at the server")
+    parser.add_argument("--port-file", type=Path, help="write the port here once serving (handy with --port 0)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -1371,6 +1643,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.kubeconfig:
             cluster.write_kubeconfig(args.kubeconfig)
             print(f"Kubeconfig written to {args.kubeconfig}", flush=True)
+        if args.port_file:
+            # Written last and atomically: once a parent process sees it, everything is ready.
+            args.port_file.parent.mkdir(parents=True, exist_ok=True)
+            partial = args.port_file.with_name(f".{args.port_file.name}.tmp")
+            partial.write_text(f"{cluster.port}\n")
+            partial.replace(args.port_file)
         try:
             while not stop.wait(1.0):
                 pass

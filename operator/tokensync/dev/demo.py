@@ -25,8 +25,8 @@ from typing import Any
 import kubernetes
 import yaml
 
-from ..cli import run_operator
-from ..kube import load_configuration
+from ..kubeapi import load_configuration
+from ..manager import run_operator
 from ..settings import Settings
 from .cluster import FakeCluster
 from .tokenserver import DevTokenServer
