@@ -33,6 +33,7 @@ from .metrics import Metrics
 from .models import PRECONDITION_REASONS, ClientCredentialSpec, ClientCredentialStatus, Reason, validation_summary
 from .references import Loaded
 from .secrets import (
+    ANNOTATION_CREDENTIALS_HASH,
     ANNOTATION_INPUTS_VERSION,
     Owner,
     Ownership,
@@ -201,8 +202,9 @@ class Reconciler:
     ) -> tuple[_Inputs | None, Failure | None]:
         """The exchange's inputs, or the precondition that failed (checked before any request).
 
-        The credentials are read only when needed: a token minted from the same spec and the
-        same version of the credentials Secret provably has the current fingerprint.
+        The credentials are read only when needed: the Secret's token, minted from the same spec
+        and the same version of the credentials Secret (its inputs-version annotation), provably
+        has the current fingerprint.
         """
         url = spec.effective_token_url()
         if url is None:
@@ -220,8 +222,13 @@ class Reconciler:
         failure = self._ca_bundle_missing(sources, namespace, spec)
         if failure is not None:
             return None, failure
-        recorded = ((target or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION_INPUTS_VERSION)
-        if token is not None and recorded == current:
+        annotations = ((target or {}).get("metadata") or {}).get("annotations") or {}
+        stored_fingerprint = annotations.get(ANNOTATION_CREDENTIALS_HASH)
+        if (
+            token is not None
+            and token.fingerprint == stored_fingerprint
+            and annotations.get(ANNOTATION_INPUTS_VERSION) == current
+        ):
             return _Inputs(url, token.fingerprint, current, None), None
         credentials, failure = self._credentials(namespace, spec, sources.secret_data(key))
         if credentials is None:

@@ -109,18 +109,6 @@ def helm_template(*extra: str | Path) -> Rendered:
     return Rendered(name=" ".join(map(str, extra)) or "default", text=result.stdout, docs=docs)
 
 
-def kopf_cli_still_there() -> bool:
-    """True while operator/tokensync/cli.py still has the kopf-based `tokensync run` (--liveness-port).
-
-    The chart follows the kopf-free command line, which is being written at the same time. Until it
-    lands, the tests that feed the chart's flags to the real CLI skip with that reason; they run by
-    themselves once --liveness-port is gone. Delete this helper then.
-    """
-    from tokensync.cli import run as run_command
-
-    return any("--liveness-port" in param.opts for param in run_command.params)
-
-
 @cache
 def render_set(name: str) -> Rendered:
     rendered = helm_template("--values", VALUES_DIR / f"{name}.yaml")

@@ -31,7 +31,6 @@ from .support import (
     VALUES_DIR,
     Rendered,
     helm_template,
-    kopf_cli_still_there,
     rbac_allows,
     render_set,
     run,
@@ -310,7 +309,6 @@ def test_the_operator_arguments_follow_the_run_command_line(rendered: Rendered) 
     assert ("--namespace" in parsed) is not ("--all-namespaces" in parsed)
 
 
-@pytest.mark.skipif(kopf_cli_still_there(), reason="the kopf-free `tokensync run` has not landed in cli.py yet")
 def test_the_operator_arguments_parse_with_the_real_cli(rendered: Rendered) -> None:
     """Every flag the chart passes exists in `tokensync run`, with a valid value."""
     options = {opt: p for p in run_command.params if isinstance(p, click.Option) for opt in p.opts}
