@@ -119,7 +119,10 @@ class LeaderElector:
                 return
             started = self._clock()
             try:
-                renewed = await asyncio.wait_for(self._try_acquire_or_renew(), timeout=deadline - started)
+                # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation that
+                # arrives as the renewal completes, and a cancelled leader would keep renewing.
+                async with asyncio.timeout(deadline - started):
+                    renewed = await self._try_acquire_or_renew()
             except TimeoutError:
                 renewed = False
             if renewed:

@@ -94,8 +94,8 @@ class WorkQueue(Generic[K]):
 
     async def get(self) -> K:
         """The next key to process; the caller must call ``done(key)`` when finished."""
-        while not self._queue:
-            if self._shut:
+        while not self._queue or self._shut:
+            if self._shut:  # queued keys are not handed out any more: only rounds in flight finish
                 raise ShutDown
             self._ready.clear()
             await self._ready.wait()
@@ -106,7 +106,7 @@ class WorkQueue(Generic[K]):
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
-        if key in self._dirty:  # added while processing: run it again
+        if key in self._dirty and not self._shut:  # added while processing: run it again
             self._queue.append(key)
             self._ready.set()
 

@@ -7,7 +7,6 @@ import contextlib
 import functools
 import itertools
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -588,13 +587,6 @@ async def test_in_loop_time_a_standby_takes_over_one_lease_duration_after_the_la
 
 
 @pytest.mark.looptime
-@pytest.mark.xfail(
-    sys.version_info < (3, 12),
-    strict=True,
-    reason="election.py LeaderElector._keep_renewing wraps the renewal in asyncio.wait_for, which on Python 3.11 "
-    "(the image's runtime) swallows a cancellation that arrives as the renewal completes: run() then ignores "
-    "task.cancel() and keeps renewing, so Manager._shut_down hangs awaiting the election task",
-)
 async def test_a_cancelled_leader_stops_even_when_a_renewal_just_completed() -> None:
     api = MemoryLeases()
     loop = asyncio.get_running_loop()

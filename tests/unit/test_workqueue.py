@@ -298,12 +298,6 @@ async def test_shut_down_cancels_timers() -> None:
         await next_key(queue)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workqueue.py WorkQueue.get() keeps handing out keys queued before shut_down() and raises ShutDown only "
-    "once the queue is empty, contrary to shut_down()'s docstring ('Stop handing out keys'): on SIGTERM the workers "
-    "start new rounds for every queued key during shutdown_grace instead of only finishing the rounds in flight",
-)
 async def test_no_key_is_handed_out_after_shut_down() -> None:
     queue: WorkQueue[str] = WorkQueue()
     queue.add("a")
