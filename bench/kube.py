@@ -237,7 +237,9 @@ class ReadyTracker:
 
     def _run(self) -> None:
         # Short server-side timeouts: the thread notices a stop request within a couple of seconds.
-        params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "2"}
+        # No bookmarks: resuming only from events actually seen cannot skip an event (the stand-in's
+        # closing bookmark can carry a resourceVersion past events still queued for the stream).
+        params = {"watch": "true", "timeoutSeconds": "2"}
         try:
             while not self._stop.is_set():
                 with self.api.http.stream("GET", cc_path(), params={**params, "resourceVersion": self._rv}) as response:

@@ -36,7 +36,8 @@ RESULT_KEYS = (
     "dedupe_resources", "dedupe_token_requests_per_lifetime", "dedupe_initial_token_requests",
     "wave_resources", "wave_create_seconds", "ready_all_seconds", "ready_floor_seconds", "ready_p99_seconds",
     "rss_mib_empty", "rss_mib_idle", "rss_mib_peak", "idle_resources",
-    "unrelated_secrets", "unrelated_secret_mib", "rss_mib_with_unrelated_secrets", "unrelated_secret_rss_growth_mib",
+    "unrelated_secrets", "unrelated_secret_mib", "rss_mib_before_unrelated_secrets", "rss_mib_with_unrelated_secrets",
+    "unrelated_secret_rss_growth_mib",
     "loop_lag_p99_ms", "peak_token_rps",
     "failover_seconds", "failover_lease_seconds", "failover_act_seconds", "failover_resources",
     "failover_exchanges_before_kill", "failover_duplicate_exchanges", "failover_token_requests_after_kill",
@@ -202,6 +203,7 @@ class Run:
 
     def _run_single(self, operator: Operator) -> None:
         self.phase("empty operator", lambda: self._measure_empty(operator))
+        self.phase("credentials Secrets", self._credentials)
         self.phase("unrelated secrets", lambda: self._unrelated_secrets(operator))
         if self.size.bulk:
             self.phase(f"bulk ({self.size.bulk} resources)", self._bulk)
@@ -237,6 +239,9 @@ class Run:
         for ns in self.layout.namespaces:
             self.api.create(kube.core_path("namespaces"), kube.namespace(ns))
             self.api.create(kube.core_path("configmaps", ns), kube.ca_configmap(ns, CA_NAME, ca_pem))
+
+    def _credentials(self) -> None:
+        """Every credentials Secret of the run, created after the empty operator's memory is measured."""
         items = [(kube.core_path("secrets", b["metadata"]["namespace"]), b) for b in self.layout.credentials_bodies()]
         self.api.create_many(items, self.size.create_concurrency)
 
@@ -254,6 +259,7 @@ class Run:
     def _unrelated_secrets(self, operator: Operator) -> None:
         count, size = self.size.unrelated_secrets, self.size.unrelated_secret_size
         spaces = self.layout.population_namespaces
+        before = sample_rss_for(self.sampler, operator.pid, self.size.settle_seconds)
         items = []
         for i in range(count):
             body = kube.helm_release_secret(spaces[i % len(spaces)], i, size)
@@ -266,10 +272,11 @@ class Run:
         self.results.update(
             unrelated_secrets=count,
             unrelated_secret_mib=_round(mib),
+            rss_mib_before_unrelated_secrets=_round(before),
             rss_mib_with_unrelated_secrets=_round(rss),
         )
-        if rss is not None and self.results["rss_mib_empty"] is not None:
-            self.results["unrelated_secret_rss_growth_mib"] = _round(rss - self.results["rss_mib_empty"])
+        if rss is not None and before is not None:
+            self.results["unrelated_secret_rss_growth_mib"] = _round(rss - before)
 
     def _bulk(self) -> None:
         with ReadyTracker(self.api) as tracker:

@@ -74,7 +74,8 @@ INFO_KEYS = (
     "ready_floor_seconds", "ready_all_seconds", "ready_p99_seconds", "wave_resources", "wave_create_seconds",
     "idle_resources", "restart_resources", "restart_api_reads", "restart_api_watches", "restart_seconds",
     "refresh_window_token_requests", "refresh_window_watches", "dedupe_resources",
-    "unrelated_secrets", "unrelated_secret_mib", "rss_mib_with_unrelated_secrets", "peak_token_rps",
+    "unrelated_secrets", "unrelated_secret_mib", "rss_mib_before_unrelated_secrets", "rss_mib_with_unrelated_secrets",
+    "peak_token_rps",
     "failover_lease_seconds", "failover_act_seconds", "failover_exchanges_before_kill",
     "failover_token_requests_after_kill",
 )  # fmt: skip

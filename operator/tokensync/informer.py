@@ -97,8 +97,14 @@ class Informer(Generic[T]):
                 await asyncio.sleep(retry_delay(failures))
 
     async def _relist(self) -> None:
+        # The first list comes from the apiserver's watch cache (cheap, one response); a relist
+        # after 410 reads from etcd, as client-go does, so the cache never goes back in time.
         items, version = await self._client.list(
-            self.resource, self.namespace, label_selector=self._label_selector, metadata_only=self._metadata_only
+            self.resource,
+            self.namespace,
+            label_selector=self._label_selector,
+            metadata_only=self._metadata_only,
+            from_cache=not self.synced.is_set(),
         )
         fresh = {object_key(obj): self._transform(obj) for obj in items}
         gone = [key for key in self.store if key not in fresh]

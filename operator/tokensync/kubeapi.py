@@ -151,19 +151,27 @@ def _ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLConte
 class KubeClient:
     """The API calls tokensync makes. One connection pool for all of them."""
 
-    def __init__(self, configuration: kubernetes.client.Configuration, *, max_connections: int = 32) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=configuration.host,
-            verify=_ssl_context(configuration),
-            auth=_ConfigurationAuth(configuration),
-            timeout=REQUEST_TIMEOUT,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            headers={"User-Agent": "tokensync"},
-            trust_env=False,
-        )
+    def __init__(self, configuration: kubernetes.client.Configuration, *, max_connections: int = 10) -> None:
+        def client(limits: httpx.Limits) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=configuration.host,
+                verify=_ssl_context(configuration),
+                auth=_ConfigurationAuth(configuration),
+                timeout=REQUEST_TIMEOUT,
+                limits=limits,
+                headers={"User-Agent": "tokensync"},
+                trust_env=False,
+            )
+
+        # Calls and watches use two pools. A watch holds its connection for minutes, and the
+        # pool's per-request cost grows with its idle connections (httpcore checks each one):
+        # a small pool for calls keeps a burst cheap; watches get a connection each.
+        self._http = client(httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+        self._streams = client(httpx.Limits(max_connections=None, max_keepalive_connections=0))
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._streams.aclose()
 
     async def request(
         self,
@@ -210,9 +218,17 @@ class KubeClient:
         label_selector: str | None = None,
         metadata_only: bool = False,
         page_size: int = 500,
+        from_cache: bool = False,
     ) -> tuple[list[JsonDict], str]:
-        """All objects (paged, so a huge namespace never arrives as one response) and the list's resourceVersion."""
+        """All objects and the list's resourceVersion.
+
+        Paged, so a huge namespace never arrives from etcd as one response. ``from_cache`` asks
+        for ``resourceVersion=0`` as client-go's reflector does on its first list: the
+        apiserver answers from its watch cache (no etcd read), in one response.
+        """
         params = {"limit": str(page_size)}
+        if from_cache:
+            params["resourceVersion"] = "0"
         if label_selector:
             params["labelSelector"] = label_selector
         items: list[JsonDict] = []
@@ -228,6 +244,7 @@ class KubeClient:
             if not meta.get("continue"):
                 return items, str(meta.get("resourceVersion") or "")
             params["continue"] = meta["continue"]
+            params.pop("resourceVersion", None)  # not allowed with continue
 
     async def watch(
         self,
@@ -256,7 +273,7 @@ class KubeClient:
         headers = {"Accept": METADATA_ONE if metadata_only else "application/json"}
         timeout = httpx.Timeout(connect=10.0, read=silence_timeout, write=10.0, pool=10.0)
         try:
-            async with self._http.stream(
+            async with self._streams.stream(
                 "GET", resource.path(namespace), params=params, headers=headers, timeout=timeout
             ) as response:
                 if response.status_code >= 400:

@@ -65,6 +65,7 @@ class ReferencedObjects:
         *,
         on_change: Callable[[str, Key], None],
         data_field: str = "data",
+        max_fetches: int = 8,
     ) -> None:
         self._client = client
         self.resource = resource
@@ -81,6 +82,9 @@ class ReferencedObjects:
         self._failures: dict[Key, int] = {}
         #: Released while their fetch was in flight: the result is not kept.
         self._dropped: set[Key] = set()
+        # A wave of new resources must not become a wave of concurrent GETs: the API client's
+        # connection pool would queue them all (and time them out) and the loop would churn.
+        self._fetch_slots = asyncio.Semaphore(max_fetches)
 
     def version(self, key: Key) -> str | None:
         """The object's resourceVersion, or None if it does not exist."""
@@ -114,7 +118,8 @@ class ReferencedObjects:
 
     async def _fetch(self, key: Key) -> None:
         try:
-            obj = await self._client.get(self.resource, key[0], key[1])
+            async with self._fetch_slots:
+                obj = await self._client.get(self.resource, key[0], key[1])
         except KubeError as exc:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = retry_delay(failures)

@@ -802,3 +802,15 @@ def test_custom_declarations_and_stop_is_idempotent() -> None:
         assert exc.value.status == 404
     cluster.stop()
     cluster.stop()
+
+
+def test_a_list_from_the_watch_cache_ignores_limit(core: kubernetes.client.CoreV1Api, ns: str) -> None:
+    """resourceVersion=0 is served from the apiserver's watch cache, which answers whole (client-go's first list)."""
+    for number in range(5):
+        core.create_namespaced_config_map(ns, {"metadata": {"name": f"cm-{number}"}})
+    cached = core.list_namespaced_config_map(ns, limit=2, resource_version="0")
+    assert len(cached.items) == 5
+    assert not cached.metadata._continue
+    paged = core.list_namespaced_config_map(ns, limit=2)
+    assert len(paged.items) == 2
+    assert paged.metadata._continue

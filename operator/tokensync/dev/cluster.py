@@ -1126,6 +1126,8 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             limit = int(params.get("limit") or 0)
         except ValueError:
             raise _bad_request("limit must be an integer") from None
+        if params.get("resourceVersion") == "0" and not token:
+            limit = 0  # served from the apiserver's watch cache, which ignores limit (client-go's first list)
         # etcd lists by key, i.e. by namespace, then name; a page continues after the last key.
         # Later pages see the current objects, not a snapshot at list_rv: close enough for informers.
         keys = sorted(k for k in state.objects if start is None or k > start)
@@ -1426,7 +1428,13 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             if None in batch:  # the server is shutting down
                 return
         if bookmarks:  # the apiserver sends a last bookmark before closing on timeout
-            await response.write(self._bookmark(decl, watcher.view))
+            # It carries the newest resourceVersion: first send what is still queued, or a client
+            # resuming from the bookmark would never see those events.
+            pending: list[_Event | None] = []
+            while not watcher.queue.empty():
+                pending.append(watcher.queue.get_nowait())
+            lines = [self._render(watcher, e) for e in pending if e is not None and watcher.translate(e)]
+            await response.write(b"".join([*lines, self._bookmark(decl, watcher.view)]))
 
     @staticmethod
     def _events_since(state: _ResourceState, since: int) -> Iterator[_Event]:
