@@ -149,7 +149,7 @@ class Controller:
     def _compact(self, obj: JsonDict) -> JsonDict:
         meta = obj.get("metadata") or {}
         record = self.records.get((meta.get("namespace") or "", meta.get("name") or ""))
-        known = record is not None and record.status is not None and record.uid == meta.get("uid")
+        known = record is not None and record.status_json is not None and record.uid == meta.get("uid")
         return compact_resource(obj, keep_status=not known)
 
     @property
