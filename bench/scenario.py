@@ -31,7 +31,7 @@ from .sizes import Size
 RESULT_KEYS = (
     "api_requests_per_refresh", "api_writes_per_refresh", "api_reads_per_refresh",
     "refresh_window_seconds", "refresh_window_token_requests", "refresh_window_watches",
-    "restart_token_requests", "restart_api_requests", "restart_api_writes", "restart_api_reads",
+    "restart_token_requests", "restart_api_requests", "restart_api_writes", "restart_api_reads", "restart_api_gets",
     "restart_api_watches", "restart_resources", "restart_seconds",
     "dedupe_resources", "dedupe_token_requests_per_lifetime", "dedupe_initial_token_requests",
     "wave_resources", "wave_create_seconds", "ready_all_seconds", "ready_floor_seconds", "ready_p99_seconds",
@@ -398,6 +398,7 @@ class Run:
                 restart_api_requests=counts.total,
                 restart_api_writes=counts.writes,
                 restart_api_reads=counts.reads,
+                restart_api_gets=counts.by_verb.get("get", 0),
                 restart_api_watches=counts.watches,
                 restart_seconds=_round(elapsed),
             )

@@ -97,14 +97,11 @@ class Informer(Generic[T]):
                 await asyncio.sleep(retry_delay(failures))
 
     async def _relist(self) -> None:
-        # The first list comes from the apiserver's watch cache (cheap, one response); a relist
-        # after 410 reads from etcd, as client-go does, so the cache never goes back in time.
+        # Paged (500 a page), not one resourceVersion=0 answer from the watch cache: at 10,000
+        # target Secrets that single answer is 25 MiB of JSON and ~100 MiB of transient objects,
+        # enough to cross the pod's memory limit. A page costs a request, not memory.
         items, version = await self._client.list(
-            self.resource,
-            self.namespace,
-            label_selector=self._label_selector,
-            metadata_only=self._metadata_only,
-            from_cache=not self.synced.is_set(),
+            self.resource, self.namespace, label_selector=self._label_selector, metadata_only=self._metadata_only
         )
         fresh = {object_key(obj): self._transform(obj) for obj in items}
         gone = [key for key in self.store if key not in fresh]

@@ -218,17 +218,9 @@ class KubeClient:
         label_selector: str | None = None,
         metadata_only: bool = False,
         page_size: int = 500,
-        from_cache: bool = False,
     ) -> tuple[list[JsonDict], str]:
-        """All objects and the list's resourceVersion.
-
-        Paged, so a huge namespace never arrives from etcd as one response. ``from_cache`` asks
-        for ``resourceVersion=0`` as client-go's reflector does on its first list: the
-        apiserver answers from its watch cache (no etcd read), in one response.
-        """
+        """All objects (paged, so a huge namespace never arrives as one response) and the list's resourceVersion."""
         params = {"limit": str(page_size)}
-        if from_cache:
-            params["resourceVersion"] = "0"
         if label_selector:
             params["labelSelector"] = label_selector
         items: list[JsonDict] = []
@@ -244,7 +236,6 @@ class KubeClient:
             if not meta.get("continue"):
                 return items, str(meta.get("resourceVersion") or "")
             params["continue"] = meta["continue"]
-            params.pop("resourceVersion", None)  # not allowed with continue
 
     async def watch(
         self,
