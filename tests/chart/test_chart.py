@@ -261,7 +261,7 @@ def test_resources_probes_and_writable_tmp(rendered: Rendered) -> None:
     container = rendered.container
     assert container["resources"] == {
         "requests": {"cpu": "50m", "memory": "128Mi"},
-        "limits": {"cpu": "500m", "memory": "256Mi"},
+        "limits": {"cpu": "500m", "memory": "384Mi"},
     }
     # Liveness: the process works; readiness: the informer caches have synced (on standbys too).
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
