@@ -262,10 +262,11 @@ class Controller:
     # work -------------------------------------------------------------------------------------
 
     def enqueue_all(self) -> None:
-        """Every known resource gets a round (a new leader starts from the caches)."""
+        """Every known resource gets a round (a new leader starts from the caches), after any key
+        that an event queued: a resource created during a failover is not served last."""
         for informer in self.resources:
             for key in informer.store:
-                self.queue.add(key)
+                self.queue.add(key, bulk=True)
 
     async def run_workers(self, count: int) -> None:
         """Run ``count`` workers until cancelled."""

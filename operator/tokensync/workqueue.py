@@ -36,6 +36,9 @@ class ShutDown(Exception):
 class WorkQueue(Generic[K]):
     def __init__(self) -> None:
         self._queue: collections.deque[K] = collections.deque()
+        #: Keys of a bulk sweep (a new leader's look at every resource): served after ``_queue``,
+        #: so a change that happens meanwhile is not stuck behind thousands of routine rounds.
+        self._bulk: collections.deque[K] = collections.deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
@@ -44,18 +47,19 @@ class WorkQueue(Generic[K]):
         self._shut = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._bulk)
 
     @property
     def scheduled(self) -> int:
         return len(self._timers)
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, bulk: bool = False) -> None:
+        """Queue ``key`` (once); ``bulk`` keys wait until no other key is queued."""
         if self._shut or key in self._dirty:
             return
         self._dirty.add(key)
         if key not in self._processing:  # else done() queues it
-            self._queue.append(key)
+            (self._bulk if bulk else self._queue).append(key)
             self._ready.set()
 
     def schedule(self, key: K, delay: float) -> None:
@@ -94,12 +98,12 @@ class WorkQueue(Generic[K]):
 
     async def get(self) -> K:
         """The next key to process; the caller must call ``done(key)`` when finished."""
-        while not self._queue or self._shut:
+        while not (self._queue or self._bulk) or self._shut:
             if self._shut:  # queued keys are not handed out any more: only rounds in flight finish
                 raise ShutDown
             self._ready.clear()
             await self._ready.wait()
-        key = self._queue.popleft()
+        key = self._queue.popleft() if self._queue else self._bulk.popleft()
         self._dirty.discard(key)
         self._processing.add(key)
         return key

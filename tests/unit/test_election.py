@@ -8,7 +8,7 @@ import functools
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +19,8 @@ import pytest
 from tokensync.dev.cluster import FakeCluster
 from tokensync.election import ElectionConfig, LeaderElector, may_acquire, micro_time, next_spec
 from tokensync.kubeapi import LEASES, KubeClient, KubeError, load_configuration
+
+from .polling import eventually
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 MICRO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -172,12 +174,6 @@ NS = "election"
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[FakeCluster]:
-    with FakeCluster() as cluster:
-        yield cluster
-
-
 @pytest.fixture
 def lease_name() -> str:
     return f"lease-{next(_names)}"
@@ -212,18 +208,6 @@ class Candidate:
 
     def when(self, what: str, nth: int = 1) -> float:
         return [t for w, t in self.log if w == what][nth - 1]
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``condition``: the state changes in callbacks and in the fake cluster's thread."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not true within {timeout}s") from None
 
 
 def noting(log: list[tuple[str, float]], what: str) -> Callable[[], None]:

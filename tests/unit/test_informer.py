@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,38 +16,9 @@ from tokensync.dev.cluster import FakeCluster
 from tokensync.informer import RETRY_CAP, Informer, Key, object_key, retry_delay
 from tokensync.kubeapi import CONFIGMAPS, SECRETS, JsonDict, KubeClient, load_configuration
 
-_namespaces = itertools.count()
+from .polling import eventually
+
 Event = tuple[str, Key, Any]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[FakeCluster]:
-    with FakeCluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"informer-{next(_namespaces)}"
-
-
-@pytest.fixture
-async def client(cluster: FakeCluster, tmp_path: Path) -> AsyncIterator[KubeClient]:
-    client = KubeClient(load_configuration(str(cluster.write_kubeconfig(tmp_path / "kubeconfig"))))
-    yield client
-    await client.aclose()
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``condition``: the state changes in callbacks and in the fake cluster's thread."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not true within {timeout}s") from None
 
 
 @contextlib.asynccontextmanager

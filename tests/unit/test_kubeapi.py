@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import socket
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +26,6 @@ from tokensync.kubeapi import (
     load_configuration,
 )
 
-_namespaces = itertools.count()
 SECRET_VALUE = "TOPSECRET"
 SECRET_B64 = base64.b64encode(SECRET_VALUE.encode()).decode()
 
@@ -120,24 +117,6 @@ def test_auth_sets_the_current_token_or_basic_credentials() -> None:
 
 
 # against the fake cluster ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[FakeCluster]:
-    with FakeCluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"kubeapi-{next(_namespaces)}"
-
-
-@pytest.fixture
-async def client(cluster: FakeCluster, tmp_path: Path) -> AsyncIterator[KubeClient]:
-    client = KubeClient(load_configuration(str(cluster.write_kubeconfig(tmp_path / "kubeconfig"))))
-    yield client
-    await client.aclose()
 
 
 def secret(name: str, **data: str) -> JsonDict:

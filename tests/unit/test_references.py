@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tokensync.dev.cluster import FakeCluster
 from tokensync.informer import Key
-from tokensync.kubeapi import CONFIGMAPS, SECRETS, JsonDict, KubeClient, KubeError, Resource, load_configuration
+from tokensync.kubeapi import CONFIGMAPS, SECRETS, JsonDict, KubeClient, KubeError, Resource
 from tokensync.references import Loaded, Pending, ReferencedObjects, newer_or_same, resource_version
 
-_namespaces = itertools.count()
+from .polling import eventually
 
 
 def b64(text: str) -> str:
@@ -51,36 +49,6 @@ def test_resource_version() -> None:
 
 
 # against the fake cluster ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[FakeCluster]:
-    with FakeCluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"refs-{next(_namespaces)}"
-
-
-@pytest.fixture
-async def client(cluster: FakeCluster, tmp_path: Path) -> AsyncIterator[KubeClient]:
-    client = KubeClient(load_configuration(str(cluster.write_kubeconfig(tmp_path / "kubeconfig"))))
-    yield client
-    await client.aclose()
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``condition``: the state changes in callbacks and in the fake cluster's thread."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not true within {timeout}s") from None
 
 
 class Changes:

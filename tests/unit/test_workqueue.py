@@ -305,3 +305,19 @@ async def test_no_key_is_handed_out_after_shut_down() -> None:
     queue.shut_down()
     with pytest.raises(ShutDown):
         await next_key(queue)
+
+
+async def test_bulk_keys_wait_until_no_other_key_is_queued() -> None:
+    """A new leader's sweep over every resource must not hold up a change that arrives meanwhile."""
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("old-1", "old-2", "old-3"):
+        queue.add(key, bulk=True)
+    queue.add("new")
+    queue.add("old-2")  # already queued in bulk: stays queued once
+    order = []
+    for _ in range(4):
+        key = await queue.get()
+        order.append(key)
+        queue.done(key)
+    assert order == ["new", "old-1", "old-2", "old-3"]
+    assert len(queue) == 0
