@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from . import models
 from .core import Clock
-from .informer import Informer, Key
+from .informer import Informer, Key, serving
 from .issuer import Issuer
 from .kubeapi import CLIENTCREDENTIALS, CONFIGMAPS, SECRETS, JsonDict, KubeClient, KubeError
 from .metrics import Metrics
@@ -158,20 +158,17 @@ class Controller:
 
     # Sources: what a round reads ----------------------------------------------------------------
 
-    def _scope(self, informers: Iterable[Informer[Any]], namespace: str) -> Informer[Any] | None:
-        return next((i for i in informers if i.namespace in (None, namespace)), None)
-
     def resource(self, key: Key) -> JsonDict | None:
-        informer = self._scope(self.resources, key[0])
+        informer = serving(self.resources, key[0])
         return informer.store.get(key) if informer else None
 
     def target(self, key: Key) -> JsonDict | None:
-        informer = self._scope(self.targets, key[0])
+        informer = serving(self.targets, key[0])
         return informer.store.get(key) if informer else None
 
     def remember_secret(self, secret: JsonDict) -> None:
         meta = secret.get("metadata") or {}
-        informer = self._scope(self.targets, meta.get("namespace") or "")
+        informer = serving(self.targets, meta.get("namespace") or "")
         if informer is None or (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
             return
         key = (meta.get("namespace") or "", meta.get("name") or "")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from .kubeapi import JsonDict, KubeClient, KubeError, Resource
@@ -43,6 +43,11 @@ def retry_delay(failures: int) -> float:
 def object_key(obj: JsonDict) -> Key:
     meta = obj.get("metadata") or {}
     return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def serving(informers: Iterable[Informer[T]], namespace: str) -> Informer[T] | None:
+    """The informer whose scope covers ``namespace`` (one per namespace, or one for all)."""
+    return next((i for i in informers if i.namespace in (None, namespace)), None)
 
 
 class Informer(Generic[T]):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .informer import Informer, Key, retry_delay
+from .informer import Informer, Key, retry_delay, serving
 from .kubeapi import JsonDict, KubeClient, KubeError, Resource
 
 logger = logging.getLogger("tokensync.references")
@@ -88,10 +88,8 @@ class ReferencedObjects:
 
     def version(self, key: Key) -> str | None:
         """The object's resourceVersion, or None if it does not exist."""
-        for informer in self.informers:
-            if informer.namespace in (None, key[0]):
-                return informer.store.get(key)
-        return None
+        informer = serving(self.informers, key[0])
+        return informer.store.get(key) if informer else None
 
     def data(self, key: Key) -> Loaded | None:
         """The current data, or None if the object does not exist; raises Pending while it is fetched."""
