@@ -13,7 +13,6 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Awaitable
 from typing import Any
 
 from .controller import Controller
@@ -83,7 +82,8 @@ class Manager:
             self._workers.cancel()  # a lost Lease: stop acting now, not after the rounds finish
             self._workers = None
 
-    async def run(self, stop: Awaitable[None], ready_flag: StopFlag | None = None) -> None:
+    async def run(self, stop_flag: StopFlag | None = None, ready_flag: StopFlag | None = None) -> None:
+        """Run until ``stop_flag`` is set (or SIGTERM/SIGINT without one)."""
         health = (
             HealthServer(self.settings.health_port, ready=lambda: self.synced) if self.settings.health_port else None
         )
@@ -97,7 +97,7 @@ class Manager:
                 for informer in self.controller.informers
             ]
             self._background.append(asyncio.create_task(self._probe_loop(), name="loop-lag"))
-            stopping = asyncio.ensure_future(stop)
+            stopping = asyncio.ensure_future(_wait_for(stop_flag))
             synced = asyncio.ensure_future(asyncio.gather(*(i.synced.wait() for i in self.controller.informers)))
             waiters: set[asyncio.Future[Any]] = {stopping, synced}
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -172,4 +172,4 @@ async def run_operator(
 ) -> None:
     """Run the operator until ``stop_flag`` is set (or SIGTERM/SIGINT without one)."""
     manager = Manager(settings)
-    await manager.run(_wait_for(stop_flag), ready_flag)
+    await manager.run(stop_flag, ready_flag)
