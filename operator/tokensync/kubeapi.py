@@ -149,14 +149,17 @@ def _ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLConte
 
 
 class KubeClient:
-    """The API calls tokensync makes. One connection pool for all of them."""
+    """The API calls tokensync makes: a small connection pool for calls, and one for watches."""
 
     def __init__(self, configuration: kubernetes.client.Configuration, *, max_connections: int = 10) -> None:
+        verify = _ssl_context(configuration)  # built once: loading CA files is costly
+        auth = _ConfigurationAuth(configuration)
+
         def client(limits: httpx.Limits) -> httpx.AsyncClient:
             return httpx.AsyncClient(
                 base_url=configuration.host,
-                verify=_ssl_context(configuration),
-                auth=_ConfigurationAuth(configuration),
+                verify=verify,
+                auth=auth,
                 timeout=REQUEST_TIMEOUT,
                 limits=limits,
                 headers={"User-Agent": "tokensync"},
@@ -290,13 +293,6 @@ class KubeClient:
 
     async def replace(self, resource: Resource, namespace: str, name: str, body: JsonDict) -> JsonDict:
         return await self.request("PUT", resource.path(namespace, name), body=body)
-
-    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
-        try:
-            await self.request("DELETE", resource.path(namespace, name))
-        except KubeError as exc:
-            if not exc.not_found:
-                raise
 
     # The calls the reconciler makes, named for what they do.
 

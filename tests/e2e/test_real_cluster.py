@@ -144,21 +144,26 @@ def test_admission_rejects_invalid_specs(
     assert message in str(raised.value.body)
 
 
-def test_token_secret_status_and_garbage_collection(
-    client: kubernetes.client.ApiClient, namespace: str, token_server: DevTokenServer, operator: None
-) -> None:
-    core = kubernetes.client.CoreV1Api(client)
+def seed_inputs(core: kubernetes.client.CoreV1Api, namespace: str, token_server: DevTokenServer) -> dict[str, Any]:
+    """The credentials Secret and the CA ConfigMap; returns a spec that uses them."""
     core.create_namespaced_secret(
         namespace, {"metadata": {"name": "creds"}, "stringData": {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}}
     )
     core.create_namespaced_config_map(
         namespace, {"metadata": {"name": "ca"}, "data": {"ca.crt": token_server.ca_pem.decode()}}
     )
-    spec = {
+    return {
         "tokenURL": token_server.token_url,
         "credentialsRef": {"name": "creds"},
         "caBundleRef": {"name": "ca", "key": "ca.crt"},
     }
+
+
+def test_token_secret_status_and_garbage_collection(
+    client: kubernetes.client.ApiClient, namespace: str, token_server: DevTokenServer, operator: None
+) -> None:
+    core = kubernetes.client.CoreV1Api(client)
+    spec = seed_inputs(core, namespace, token_server)
     custom(client).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body("e2e", spec))
 
     def ready() -> bool:
@@ -183,18 +188,11 @@ def test_token_secret_status_and_garbage_collection(
     wait_for(secret_gone, timeout=60)  # the real garbage collector, not the stand-in's
 
 
-def test_no_finalizer_and_a_refresh_costs_no_read(
+def test_no_finalizer_and_a_requested_refresh_lands(
     client: kubernetes.client.ApiClient, namespace: str, token_server: DevTokenServer, operator: None
 ) -> None:
     """The kopf-free shell on a real API server: no finalizer; a requested refresh lands."""
-    core = kubernetes.client.CoreV1Api(client)
-    core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "creds"}, "stringData": {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}}
-    )
-    core.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "ca"}, "data": {"ca.crt": token_server.ca_pem.decode()}}
-    )
-    spec = {"tokenURL": token_server.token_url, "credentialsRef": {"name": "creds"}, "caBundleRef": {"name": "ca"}}
+    spec = seed_inputs(kubernetes.client.CoreV1Api(client), namespace, token_server)
     custom(client).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body("shell", spec))
 
     def status() -> dict[str, Any]:
