@@ -294,6 +294,13 @@ class KubeClient:
     async def replace(self, resource: Resource, namespace: str, name: str, body: JsonDict) -> JsonDict:
         return await self.request("PUT", resource.path(namespace, name), body=body)
 
+    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
+        try:
+            await self.request("DELETE", resource.path(namespace, name))
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
     # The calls the reconciler makes, named for what they do.
 
     async def get_secret(self, namespace: str, name: str) -> JsonDict | None:
