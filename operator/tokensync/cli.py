@@ -55,6 +55,13 @@ def main() -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port (/metrics).")
 @click.option("--workers", type=click.IntRange(1, 1000), default=16, show_default=True, help="Concurrent rounds.")
 @click.option("--max-exchanges-per-host", type=click.IntRange(1, 1000), default=8, show_default=True)
+@click.option(
+    "--exchange-timeout",
+    type=click.FloatRange(min=1, max=600),
+    default=30.0,
+    show_default=True,
+    help="Seconds one token exchange may take in all.",
+)
 @click.option("--leader-elect", is_flag=True, help="Act only while holding the Lease (run several replicas).")
 @click.option("--leader-election-namespace", default=None, help="The Lease's namespace. Default: the pod's.")
 @click.option("--leader-election-id", default="tokensync", show_default=True, help="The Lease's name.")
@@ -72,6 +79,7 @@ def run(
     metrics_port: int | None,
     workers: int,
     max_exchanges_per_host: int,
+    exchange_timeout: float,
     leader_elect: bool,
     leader_election_namespace: str | None,
     leader_election_id: str,
@@ -94,6 +102,7 @@ def run(
         namespaces=namespaces,
         workers=workers,
         max_exchanges_per_host=max_exchanges_per_host,
+        exchange_timeout=exchange_timeout,
         leader_election=leader_elect,
         election_namespace=leader_election_namespace or default_election_namespace(),
         election_id=leader_election_id,

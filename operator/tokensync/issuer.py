@@ -44,6 +44,7 @@ class Issuer:
         allowed_hosts: Iterable[str],
         *,
         max_per_host: int = 8,
+        deadline: float = ex.DEFAULT_DEADLINE_SECONDS,
         clock: Clock = utcnow,
         remember: int = 4096,
         metrics: Metrics | None = None,
@@ -51,6 +52,7 @@ class Issuer:
         self._pool = pool
         self.allowed_hosts = frozenset(allowed_hosts)
         self._max_per_host = max_per_host
+        self._deadline = deadline
         self._clock = clock
         self._remember = remember
         self._metrics = metrics
@@ -99,7 +101,12 @@ class Issuer:
             reason: str = Reason.TOKEN_ISSUED
             try:
                 issued = await ex.exchange(
-                    client, request.spec, request.url, request.credentials, allowed_hosts=self.allowed_hosts
+                    client,
+                    request.spec,
+                    request.url,
+                    request.credentials,
+                    allowed_hosts=self.allowed_hosts,
+                    deadline=self._deadline,
                 )
             except ex.ExchangeError as exc:
                 reason = exc.reason

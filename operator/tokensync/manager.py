@@ -41,6 +41,7 @@ class Manager:
             ClientPool(),
             settings.allowed_token_hosts,
             max_per_host=settings.max_exchanges_per_host,
+            deadline=settings.exchange_timeout,
             metrics=self.metrics,
         )
         self.controller = Controller(

@@ -21,6 +21,10 @@ class Settings:
     """Reconcile rounds run at once. A round mostly waits (on the token endpoint or the API),
     so this bounds concurrency, not CPU; one resource is never in two rounds at once."""
 
+    exchange_timeout: float = 30.0
+    """Seconds one exchange may take in all (connect, send, a slow trickle of a body): an
+    endpoint that accepts and never answers costs a round this long, then a retry."""
+
     max_exchanges_per_host: int = 8
     """Concurrent exchanges against one token host: a restart with thousands of resources
     must not stampede the endpoint (and trip its rate limit)."""
