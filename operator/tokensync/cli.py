@@ -68,6 +68,12 @@ def main() -> None:
 @click.option("--lease-duration", type=click.FloatRange(min=1), default=15.0, show_default=True, help="Seconds.")
 @click.option("--renew-deadline", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds.")
 @click.option("--retry-period", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds.")
+@click.option(
+    "--hash-key-secret",
+    default="tokensync-hash-key",
+    show_default=True,
+    help="The Secret in the operator's namespace that keeps the credentials-hash key (made on first start).",
+)
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG")
 def run(
     namespaces: tuple[str, ...],
@@ -86,6 +92,7 @@ def run(
     lease_duration: float,
     renew_deadline: float,
     retry_period: float,
+    hash_key_secret: str,
     kubeconfig: str | None,
 ) -> None:
     """Run the operator with the current kubeconfig or in-cluster config."""
@@ -110,6 +117,7 @@ def run(
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,
         retry_period=retry_period,
+        hash_key_secret=hash_key_secret,
         health_port=health_port,
         metrics_port=metrics_port,
         kubeconfig=kubeconfig,

@@ -25,11 +25,11 @@ import hashlib
 import json
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 import certifi
 import httpx
@@ -133,7 +133,29 @@ REJECTION_REASONS: dict[int, Reason] = {
     403: Reason.FORBIDDEN,
     404: Reason.ENDPOINT_NOT_FOUND,
     405: Reason.ENDPOINT_NOT_FOUND,
+    # Request Timeout and Too Early: the server asks for the same request again later.
+    408: Reason.ENDPOINT_UNAVAILABLE,
+    425: Reason.ENDPOINT_UNAVAILABLE,
     429: Reason.RATE_LIMITED,
+}
+
+#: Palisade's gRPC status ``code`` says more than the HTTP status (a gateway maps several codes to
+#: one status). Codes not listed (0 OK, 2 UNKNOWN, 5 NOT_FOUND, 6 ALREADY_EXISTS) leave the HTTP
+#: status to decide.
+GRPC_CODE_REASONS: dict[int, Reason] = {
+    1: Reason.ENDPOINT_UNAVAILABLE,  # CANCELLED
+    3: Reason.INVALID_REQUEST,  # INVALID_ARGUMENT
+    4: Reason.ENDPOINT_UNAVAILABLE,  # DEADLINE_EXCEEDED
+    7: Reason.FORBIDDEN,  # PERMISSION_DENIED
+    8: Reason.RATE_LIMITED,  # RESOURCE_EXHAUSTED
+    9: Reason.INVALID_REQUEST,  # FAILED_PRECONDITION
+    10: Reason.ENDPOINT_UNAVAILABLE,  # ABORTED
+    11: Reason.INVALID_REQUEST,  # OUT_OF_RANGE
+    12: Reason.ENDPOINT_NOT_FOUND,  # UNIMPLEMENTED
+    13: Reason.ENDPOINT_UNAVAILABLE,  # INTERNAL
+    14: Reason.ENDPOINT_UNAVAILABLE,  # UNAVAILABLE
+    15: Reason.ENDPOINT_UNAVAILABLE,  # DATA_LOSS
+    16: Reason.INVALID_CREDENTIALS,  # UNAUTHENTICATED
 }
 
 #: RFC 6749 §5.2 error codes that say more than the HTTP status does.
@@ -153,6 +175,7 @@ _STATUS_HINTS: dict[Reason, str] = {
     Reason.FORBIDDEN: "the endpoint refused access (for Palisade, check the credential's IP allowlist)",
     Reason.ENDPOINT_NOT_FOUND: "the token URL was not found",
     Reason.RATE_LIMITED: "the endpoint is rate-limiting requests",
+    Reason.ENDPOINT_UNAVAILABLE: "the endpoint asked for the request to be sent again later",
 }
 
 
@@ -163,10 +186,32 @@ def _cap(text: str) -> str:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Remove every secret from ``text`` (an endpoint may echo what it was sent)."""
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):  # longest first: one may contain another
         if secret:
             text = text.replace(secret, "<redacted>")
     return text
+
+
+def secret_forms(credentials: ClientCredentials) -> tuple[str, ...]:
+    """The client secret in every form a request carries it, so an echo of any is redacted:
+    as is, JSON-escaped, form- and percent-encoded, and the Basic header's base64 of id:secret."""
+    secret = credentials.client_secret
+    if not secret:
+        return ()
+    pairs = (
+        f"{credentials.client_id}:{secret}",
+        f"{quote(credentials.client_id, safe='')}:{quote(secret, safe='')}",
+        f"{quote_plus(credentials.client_id)}:{quote_plus(secret)}",
+    )
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote_plus(secret),
+        *(base64.b64encode(pair.encode()).decode() for pair in pairs),
+    }
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def parse_retry_after(value: str | None) -> timedelta | None:
@@ -185,20 +230,26 @@ def parse_retry_after(value: str | None) -> timedelta | None:
 
 def host_allowed(url: str, allowed_hosts: Iterable[str]) -> bool:
     """The URL's host name must equal an allowed name exactly (any port; nothing is resolved)."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    try:
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    except ValueError:  # e.g. an unbalanced "[" (the spec's validation reports it)
+        return False
     return bool(host) and host in {h.lower().rstrip(".") for h in allowed_hosts}
 
 
 # Dialects: pure request building and response parsing ----------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TokenRequest:
     url: str
     headers: dict[str, str]
     content: bytes
     #: Values that must never appear in a message built from the response.
-    secrets: tuple[str, ...] = field(default=(), repr=False)
+    secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # the body and the Authorization header hold the client secret
+        return f"TokenRequest(url={self.url!r}, headers=<{len(self.headers)} redacted>, content=<redacted>)"
 
 
 def build_palisade_request(url: str, credentials: ClientCredentials) -> TokenRequest:
@@ -207,7 +258,7 @@ def build_palisade_request(url: str, credentials: ClientCredentials) -> TokenReq
         url=url,
         headers={"Content-Type": "application/json", "Accept": "application/json"},
         content=body.encode(),
-        secrets=(credentials.client_secret,),
+        secrets=secret_forms(credentials),
     )
 
 
@@ -225,9 +276,7 @@ def build_oauth2_request(url: str, credentials: ClientCredentials, spec: ClientC
         # RFC 6749 §2.3.1: form-encode id and secret before the Basic encoding.
         pair = f"{quote(credentials.client_id, safe='')}:{quote(credentials.client_secret, safe='')}"
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-    return TokenRequest(
-        url=url, headers=headers, content=urlencode(form).encode(), secrets=(credentials.client_secret,)
-    )
+    return TokenRequest(url=url, headers=headers, content=urlencode(form).encode(), secrets=secret_forms(credentials))
 
 
 def build_request(spec: ClientCredentialSpec, url: str, credentials: ClientCredentials) -> TokenRequest:
@@ -307,26 +356,34 @@ def parse_failure(
             reason=Reason.ENDPOINT_NOT_FOUND,
             http_status=status,
         )
+    code_reason = GRPC_CODE_REASONS.get(code) if code is not None else None
     if 400 <= status < 500:
-        reason = oauth_reason or REJECTION_REASONS.get(status, Reason.INVALID_REQUEST)
+        reason = oauth_reason or code_reason or REJECTION_REASONS.get(status, Reason.INVALID_REQUEST)
         if status == 429:
             reason = Reason.RATE_LIMITED
         hint = _STATUS_HINTS.get(reason, "the endpoint rejected the request")
         return EndpointRejectedError(
-            f"{hint} (HTTP {status}): {described}",
+            f"{hint} (HTTP {status}{_code_text(code)}): {described}",
             reason=reason,
             http_status=status,
             code=code,
             retry_after=retry_after,
         )
     if status >= 500:
+        # A 5xx is the server's failure whatever its code says (a 503 with UNAUTHENTICATED is a
+        # broken gateway, not a wrong secret); RESOURCE_EXHAUSTED is still worth its own reason.
         return EndpointFailedError(
-            f"the endpoint failed (HTTP {status}): {described}",
+            f"the endpoint failed (HTTP {status}{_code_text(code)}): {described}",
+            reason=Reason.RATE_LIMITED if code_reason is Reason.RATE_LIMITED else None,
             http_status=status,
             code=code,
             retry_after=retry_after,
         )
     return InvalidResponseError(f"unexpected HTTP {status} from the endpoint: {described}", http_status=status)
+
+
+def _code_text(code: int | None) -> str:
+    return f", code {code}" if code is not None else ""
 
 
 # TLS and clients -----------------------------------------------------------------------------
@@ -435,8 +492,16 @@ async def exchange(
                 body = await _read_capped(response, max_bytes)
     except TimeoutError:
         failure = EndpointUnreachableError(f"the exchange with {urlsplit(url).netloc} took longer than {deadline:g}s")
+    except httpx.DecodingError:
+        failure = InvalidResponseError(
+            "the endpoint's response body could not be decoded (a broken Content-Encoding such as gzip)"
+        )
     except httpx.TransportError as exc:
         failure = _transport_failure(exc, url)
+    except (httpx.HTTPError, httpx.StreamError) as exc:  # any other httpx failure
+        failure = EndpointUnreachableError(f"the exchange with {urlsplit(url).netloc} failed ({type(exc).__name__})")
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        failure = ExchangeError(f"tokenURL is not a valid URL ({type(exc).__name__})", reason=Reason.INVALID_SPEC)
     if failure is not None:
         # Raised outside the except block: httpx's error holds the request, credentials included.
         raise failure

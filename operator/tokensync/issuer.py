@@ -19,7 +19,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from . import exchange as ex
@@ -56,7 +56,8 @@ class Issuer:
         self._clock = clock
         self._remember = remember
         self._metrics = metrics
-        self._inflight: dict[str, asyncio.Future[StoredToken]] = {}  # fingerprint -> the exchange in flight
+        #: fingerprint -> the exchange in flight and when it started
+        self._inflight: dict[str, tuple[asyncio.Future[StoredToken], datetime]] = {}
         self._recent: OrderedDict[str, StoredToken] = OrderedDict()
         self._host_limits: dict[str, asyncio.Semaphore] = {}
         #: Exchanges actually sent (for tests and the benchmark).
@@ -65,18 +66,33 @@ class Issuer:
     def recent(self, fingerprint: str) -> StoredToken | None:
         return self._recent.get(fingerprint)
 
-    async def issue(self, request: IssueRequest, *, accept: Callable[[StoredToken], bool] | None = None) -> StoredToken:
-        """A token for ``request``: a shared recent one if ``accept`` takes it, else a new exchange."""
-        recent = self._recent.get(request.fingerprint)
-        if recent is not None and accept is not None and accept(recent):
-            return recent
-        flight = self._inflight.get(request.fingerprint)
-        if flight is None:
-            # The exchange runs in a task of its own, not in the first caller: a caller that is
-            # cancelled (its resource was deleted) must not cancel the others sharing the flight.
-            flight = asyncio.ensure_future(self._exchange(request))
-            self._inflight[request.fingerprint] = flight
+    async def issue(
+        self,
+        request: IssueRequest,
+        *,
+        accept: Callable[[StoredToken], bool] | None = None,
+        minted_after: datetime | None = None,
+    ) -> StoredToken:
+        """A token for ``request``: a shared recent one if ``accept`` takes it, else a new exchange.
+
+        With ``minted_after`` (a requested refresh), only an exchange started at or after that
+        moment will do: no recent token, and no flight that another resource started earlier.
+        """
+        if minted_after is None:
+            recent = self._recent.get(request.fingerprint)
+            if recent is not None and accept is not None and accept(recent):
+                return recent
+        inflight = self._inflight.get(request.fingerprint)
+        if inflight is not None and (minted_after is None or inflight[1] >= minted_after):
+            return await asyncio.shield(inflight[0])
+        # The exchange runs in a task of its own, not in the first caller: a caller that is
+        # cancelled (its resource was deleted) must not cancel the others sharing the flight.
+        flight = asyncio.ensure_future(self._exchange(request))
+        if inflight is None:
+            self._inflight[request.fingerprint] = (flight, self._clock())
             flight.add_done_callback(lambda done: self._landed(request.fingerprint, done))
+        else:  # a flight of its own: nobody else awaits it, so its failure is retrieved here
+            flight.add_done_callback(lambda done: done.cancelled() or done.exception())
         return await asyncio.shield(flight)
 
     def _landed(self, fingerprint: str, flight: asyncio.Future[StoredToken]) -> None:
@@ -113,6 +129,9 @@ class Issuer:
                 raise
             except asyncio.CancelledError:
                 reason = "Cancelled"  # not a success: the operator is shutting down
+                raise
+            except Exception:
+                reason = "Error"  # a defect, contained by the caller's round; never counted as issued
                 raise
             finally:
                 if sent:

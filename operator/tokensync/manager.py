@@ -20,6 +20,7 @@ from .core import utcnow
 from .election import ElectionConfig, LeaderElector
 from .events import EventRecorder
 from .exchange import ClientPool
+from .hashkey import load_or_create_key
 from .health import HealthServer
 from .issuer import Issuer
 from .kubeapi import KubeClient, load_configuration
@@ -106,6 +107,9 @@ class Manager:
             if not stopping.done():
                 logger.info(
                     "Caches synced: %d ClientCredentials.", sum(len(i.store) for i in self.controller.resources)
+                )
+                self.controller.reconciler.hash_key = await load_or_create_key(
+                    self.client, self.settings.election_namespace, self.settings.hash_key_secret
                 )
                 if ready_flag is not None:
                     ready_flag.set()

@@ -11,6 +11,7 @@ import enum
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic.config import JsonDict
@@ -25,8 +26,10 @@ SHORT_NAMES = ("clientcred", "cc")
 PALISADE_TOKEN_URL = "https://api.palisade.co/v2/credentials/oauth/token"
 DEFAULT_RENEWAL_PERCENT = 67
 
-# Kubernetes-style durations as in cert-manager's renewBefore: "90s", "10m", "1h30m".
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"
+# Kubernetes-style durations as in cert-manager's renewBefore: "90s", "10m", "1h30m". Digits are
+# bounded so no value overflows (the longest is far past MAX_DURATION, which the model enforces).
+DURATION_PATTERN = r"^([0-9]{1,7}(\.[0-9]{1,9})?(h|m|s|ms))+$"
+MAX_DURATION = "8760h"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s)")
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
@@ -37,7 +40,17 @@ DATA_KEY = r"^[-._a-zA-Z0-9]+$"
 # The keys tokensync writes into the target Secret itself.
 TOKEN_KEYS = ("accessToken", "tokenType", "expiresAt", "scope")
 
+# Label values and the name part of qualified names (label and annotation keys), as Kubernetes
+# validates them (k8s.io/apimachinery/pkg/util/validation).
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# https, then a host without whitespace, control characters, userinfo or backslashes, then an
+# optional path and query (no fragment: it is never sent).
+TOKEN_URL_PATTERN = r"^https://[^\s\x00-\x1f\x7f/?#@\\]+([/?][^\s\x00-\x1f\x7f#]*)?$"
+
 ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)]
 DataKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DATA_KEY)]
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 
@@ -48,6 +61,34 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 10m, 1h30m")
     seconds = sum(float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why ``key`` is not a valid label or annotation key (Kubernetes' rules), or None."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not (0 < len(prefix) <= 253 and _DNS_SUBDOMAIN.match(prefix)):
+        return f"{key!r}: the prefix must be a DNS subdomain of at most 253 characters"
+    if not (0 < len(name) <= 63 and _QUALIFIED_NAME_PART.match(name)):
+        return f"{key!r}: the name must be 1-63 characters, alphanumeric at both ends, with only '-', '_' or '.' inside"
+    return None
+
+
+def token_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable https token URL, or None (the CRD pattern checks most of it)."""
+    if any(not ch.isprintable() or ch.isspace() for ch in url):
+        return "tokenURL must not contain whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError as exc:
+        return f"tokenURL is not a valid URL: {exc}"
+    if parts.scheme != "https" or not parts.hostname:
+        return "tokenURL must be an https URL with a host"
+    if parts.username is not None or parts.password is not None:
+        return "tokenURL must not contain user information (user:password@)"
+    if port == 0:
+        return "tokenURL has an invalid port"
+    return None
 
 
 def validation_summary(exc: ValidationError, *, root: tuple[str, ...] = (), limit: int = 4) -> str:
@@ -131,6 +172,11 @@ class Renewal(_Model):
                     "!has(self.percent) || (self.percent >= 1 && self.percent <= 99)",
                     "renewal.percent must be between 1 and 99",
                 ),
+                cel(
+                    f"!has(self.before) || duration(self.before) <= duration('{MAX_DURATION}')",
+                    f"renewal.before must be at most {MAX_DURATION}",
+                    ".before",
+                ),
             ]
         }
     )
@@ -144,18 +190,43 @@ class Renewal(_Model):
     before: Duration | None = Field(
         default=None,
         description="Refresh this long before expiry (e.g. 10m). If not shorter than the lifetime, "
-        "the default percentage applies.",
+        f"the default percentage applies. At most {MAX_DURATION}.",
     )
+
+    @field_validator("before")
+    @classmethod
+    def _bounded(cls, before: str | None) -> str | None:
+        if before is not None and parse_duration(before) > parse_duration(MAX_DURATION):
+            raise ValueError(f"renewal.before must be at most {MAX_DURATION}")
+        return before
 
 
 class Target(_Model):
     """The Secret that workloads mount."""
 
     name: ObjectName | None = Field(default=None, description="Secret name (default: the resource's name).")
-    labels: dict[str, str] = Field(default_factory=dict, max_length=64, description="Extra labels on the Secret.")
-    annotations: dict[str, str] = Field(
-        default_factory=dict, max_length=64, description="Extra annotations on the Secret."
+    labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra labels on the Secret (keys and values valid as Kubernetes labels).",
     )
+    annotations: dict[str, Annotated[str, StringConstraints(max_length=65536)]] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra annotations on the Secret (keys valid as Kubernetes annotation keys).",
+    )
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _qualified_keys(cls, entries: dict[str, str]) -> dict[str, str]:
+        # Keys cannot be checked at admission (see the template rule), so the model says it:
+        # InvalidSpec, before the API server would refuse the Secret.
+        for key in entries:
+            problem = qualified_name_problem(key)
+            if problem is not None:
+                raise ValueError(f"invalid key {problem}")
+        return entries
+
     template: dict[str, str] = Field(
         default_factory=dict,
         max_length=64,
@@ -216,11 +287,20 @@ class ClientCredentialSpec(_Model):
     )
 
     provider: Provider = Field(default=Provider.PALISADE, description="Token endpoint dialect.")
-    token_url: Annotated[str, StringConstraints(pattern=r"^https://[^\s/?#]+", max_length=2048)] | None = Field(
+    token_url: Annotated[str, StringConstraints(pattern=TOKEN_URL_PATTERN, max_length=2048)] | None = Field(
         default=None,
         alias="tokenURL",
-        description=f"Token endpoint (https only). Default for palisade: {PALISADE_TOKEN_URL}.",
+        description=f"Token endpoint (https only, no user information). Default for palisade: {PALISADE_TOKEN_URL}.",
     )
+
+    @field_validator("token_url")
+    @classmethod
+    def _usable_url(cls, url: str | None) -> str | None:
+        problem = token_url_problem(url) if url is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
     credentials_ref: CredentialsRef = Field(alias="credentialsRef")
     scopes: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=64, description="oauth2 only: requested scopes."
@@ -275,6 +355,8 @@ class Reason(enum.StrEnum):
     HOST_NOT_ALLOWED = "HostNotAllowed"
     SUSPENDED = "Suspended"
     SECRET_CONFLICT = "SecretConflict"
+    #: The API server refused the target Secret (a quota, an admission webhook, a 5xx, a timeout).
+    SECRET_WRITE_FAILED = "SecretWriteFailed"
     # Progress reasons, used on the Reconciling condition.
     ISSUING = "Issuing"
     RETRYING = "Retrying"
@@ -325,6 +407,11 @@ class LastFailure(_Model):
     retry_after_seconds: int | None = Field(
         default=None, alias="retryAfterSeconds", description="The endpoint's Retry-After, if it sent one."
     )
+    inputs_hash: str | None = Field(
+        default=None,
+        alias="inputsHash",
+        description="Keyed hash of the inputs of the failed exchange: a change to them is retried at once.",
+    )
 
 
 class ClientCredentialStatus(_Model):
@@ -343,6 +430,11 @@ class ClientCredentialStatus(_Model):
         default=None,
         alias="lastRefreshRequest",
         description="The value of the tokensync.io/refresh-requested-at annotation last acted on.",
+    )
+    pending_refresh_request: str | None = Field(
+        default=None,
+        alias="pendingRefreshRequest",
+        description="A refresh-requested-at value whose exchange failed: retried until a new token lands.",
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,8 +29,9 @@ from pydantic import ValidationError
 from . import models, renewal
 from .core import Clock, StoredToken
 from .exchange import ClientCredentials, ExchangeError, InvalidCABundleError, host_allowed
+from .hashkey import new_key
 from .issuer import Issuer, IssueRequest
-from .kubeapi import KubeClient, KubeError
+from .kubeapi import SECRETS, KubeClient, KubeError
 from .metrics import Metrics
 from .models import PRECONDITION_REASONS, ClientCredentialSpec, ClientCredentialStatus, Reason, validation_summary
 from .references import Loaded
@@ -44,9 +46,21 @@ from .secrets import (
     inputs_version,
     ownership,
     read_token,
+    release_patch,
     render_secret,
 )
-from .status import Event, Failure, Situation, build_status, failure_record, status_patch, to_json, transition_events
+from .status import (
+    Event,
+    Failure,
+    Situation,
+    build_status,
+    failure_record,
+    keeps_failure,
+    same_token,
+    status_patch,
+    to_json,
+    transition_events,
+)
 
 REFRESH_ANNOTATION = "tokensync.io/refresh-requested-at"
 
@@ -76,20 +90,21 @@ class Sources(Protocol):
 
 @dataclass(slots=True)
 class Record:
-    """What the operator remembers about one resource between rounds (lost on restart, by design)."""
+    """What the operator remembers about one resource between rounds.
+
+    Only what a restart may lose: every decision that must survive one (the inputs of the last
+    failed exchange, an unfulfilled refresh request, the backoff) is kept in status.
+    """
 
     uid: str = ""
     #: The status as last written (or read at start), as compact JSON: a few hundred bytes per
     #: resource instead of a few KiB of dicts (it is parsed once per round).
     status_json: str | None = None
-    #: The last token issued for it: restores a deleted or tampered Secret without an exchange.
+    #: The last token issued for it: restores a deleted or tampered Secret, or retries a refused
+    #: write, without an exchange.
     token: StoredToken | None = None
-    #: The fingerprint of the inputs of the last failed exchange.
-    failed_fingerprint: str | None = None
     #: The exact time of the last failure (status keeps whole seconds only).
     failure_at: datetime | None = None
-    #: A requested refresh failed: it is retried (with backoff) until an exchange succeeds.
-    refresh_pending: bool = False
     #: The resourceVersion of the Secret as we last wrote or read it: our own write's watch event is no news.
     secret_version: str | None = None
     #: (generation, refresh annotation) of the last round: other changes (our status writes) are no news.
@@ -98,16 +113,27 @@ class Record:
 
 @dataclass
 class _Round:
+    #: The token the target Secret holds at the end of the round (what status reports).
     token: StoredToken | None = None
+    #: The token it held at the start.
+    held: StoredToken | None = None
     failure: Failure | None = None
+    #: An exchange minted a token this round.
     issued: bool = False
+    #: The Secret now holds the token the round wanted it to hold.
+    synced: bool = False
+    #: Writing the Secret failed: Ready is False whatever token it still holds.
+    write_failed: bool = False
     #: Why the token was issued (a renewal.Verdict reason); "RenewalDue" is routine.
     trigger: str = ""
     suspended: bool = False
     fingerprint: str | None = None
     renewal: models.Renewal = field(default_factory=models.Renewal)
     secret_name: str = ""
-    refresh_handled: bool = False
+    #: The refresh request a new token fulfilled this round.
+    refresh_fulfilled: str | None = None
+    #: A refresh request still waiting for a token (kept in status across restarts).
+    refresh_pending: str | None = None
 
 
 def _decode(data: Mapping[str, str], key: str) -> str | None:
@@ -141,12 +167,15 @@ class Reconciler:
         clock: Clock,
         post_event: EventSink,
         metrics: Metrics | None = None,
+        hash_key: bytes | None = None,
     ) -> None:
         self.kube = kube
         self.issuer = issuer
         self.clock = clock
         self.post_event = post_event
         self.metrics = metrics
+        #: The credentials-hash key (``hashkey.py``); the manager sets the shared one at start.
+        self.hash_key = hash_key or new_key()
 
     # gather ----------------------------------------------------------------------------------
 
@@ -235,7 +264,7 @@ class Reconciler:
         credentials, failure = self._credentials(namespace, spec, sources.secret_data(key))
         if credentials is None:
             return None, failure
-        return _Inputs(url, fingerprint(spec, url, credentials), current, credentials), None
+        return _Inputs(url, fingerprint(spec, url, credentials, self.hash_key), current, credentials), None
 
     # one round -------------------------------------------------------------------------------
 
@@ -265,21 +294,26 @@ class Reconciler:
                 "tokensync leaves it untouched",
             )
             return result
-        result.token = record.token = current_token(record.token, read_token(target))
+        result.held = in_secret = read_token(target)
+        result.token = record.token = current_token(record.token, in_secret)
 
         inputs, result.failure = self._inputs(sources, namespace, spec, target, result.token)
         if inputs is None:
             return result
         result.fingerprint = inputs.fingerprint
         if not spec.suspend:
-            annotation = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
-            refresh_requested = bool(annotation) and annotation != old.last_refresh_request
-            await self._issue_if_due(result, record, old, spec, inputs, refresh_requested, owner, sources, now)
+            request = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION) or None
+            if request is not None and request == old.pending_refresh_request:
+                result.refresh_pending = request
+            fresh_request = request if request not in (old.last_refresh_request, old.pending_refresh_request) else None
+            await self._issue_if_due(result, record, old, spec, inputs, fresh_request, owner, sources, now)
             if result.token is not None:
                 matches = result.token.fingerprint == inputs.fingerprint
                 await self._write_secret(
-                    result, record, owner, spec, target, inputs.version if matches else None, sources
+                    result, record, owner, spec, target, in_secret, inputs.version if matches else None, sources
                 )
+            if result.synced and old.secret_name and old.secret_name != result.secret_name:
+                await self._retire(body, owner, spec, old.secret_name, sources)
         return result
 
     async def _issue_if_due(
@@ -289,14 +323,14 @@ class Reconciler:
         old: ClientCredentialStatus,
         spec: ClientCredentialSpec,
         inputs: _Inputs,
-        refresh_requested: bool,
+        fresh_request: str | None,
         owner: Owner,
         sources: Sources,
         now: datetime,
     ) -> None:
         """Ask the policy; if a token is due, get one (shared or new) and fold the outcome into ``result``."""
         failure = failure_record(old, record.failure_at)
-        inputs_changed = record.failed_fingerprint is not None and record.failed_fingerprint != inputs.fingerprint
+        failed_hash = old.last_failure.inputs_hash if old.last_failure else None
         decision = renewal.plan(
             renewal.Input(
                 now=now,
@@ -306,9 +340,12 @@ class Reconciler:
                 seed=owner.uid,
                 failure=failure,
                 inputs_changed_since_failure=failure is not None
-                and (failure.reason in PRECONDITION_REASONS or inputs_changed),
-                refresh_requested=refresh_requested,
-                refresh_pending=record.refresh_pending,
+                and (
+                    failure.reason in PRECONDITION_REASONS
+                    or (failed_hash is not None and failed_hash != inputs.fingerprint)
+                ),
+                refresh_requested=fresh_request is not None,
+                refresh_pending=result.refresh_pending is not None,
             )
         )
         if decision.issue is None:
@@ -323,8 +360,10 @@ class Reconciler:
         ca_pem, result.failure = self._ca_bundle(sources, owner.namespace, spec)
         if result.failure is not None:
             return
-        request = IssueRequest(spec, inputs.url, credentials, ca_pem, fingerprint(spec, inputs.url, credentials))
-        result.refresh_handled = refresh_requested
+        request = IssueRequest(
+            spec, inputs.url, credentials, ca_pem, fingerprint(spec, inputs.url, credentials, self.hash_key)
+        )
+        wanted = fresh_request or result.refresh_pending
         result.trigger = decision.issue.reason
         logger_for(owner).info("Issuing a token: %s.", decision.issue.message)
         current = result.token
@@ -332,22 +371,23 @@ class Reconciler:
         def acceptable(shared: StoredToken) -> bool:
             # Another resource's fresh token for the same inputs, not yet due for renewal.
             due = renewal.renewal_time(shared.issued_at, shared.expires_at, spec.renewal, owner.uid)
-            return not refresh_requested and shared != current and now < due
+            return shared != current and now < due
 
         try:
-            token = await self.issuer.issue(request, accept=acceptable)
+            # A requested refresh takes no token minted before this round, shared or in flight.
+            token = await self.issuer.issue(request, accept=acceptable, minted_after=now if wanted else None)
         except ExchangeError as exc:
-            result.failure = Failure(exc.reason, exc.message, exc.http_status, exc.code, exc.retry_after)
-            record.failed_fingerprint = request.fingerprint
-            record.refresh_pending = record.refresh_pending or refresh_requested
+            result.failure = Failure(
+                exc.reason, exc.message, exc.http_status, exc.code, exc.retry_after, request.fingerprint
+            )
+            result.refresh_pending = wanted
             logger_for(owner).warning("Token exchange failed (%s): %s", exc.reason, exc.message)
         except InvalidCABundleError as exc:
             result.failure = Failure(Reason.INVALID_SPEC, f"caBundleRef: {exc}")
         else:
             result.issued = True
             result.token = record.token = token
-            record.failed_fingerprint = None
-            record.refresh_pending = False
+            result.refresh_fulfilled, result.refresh_pending = wanted, None
 
     async def _write_secret(
         self,
@@ -356,24 +396,29 @@ class Reconciler:
         owner: Owner,
         spec: ClientCredentialSpec,
         target: dict[str, Any] | None,
+        in_secret: StoredToken | None,
         inputs: str | None,
         sources: Sources,
     ) -> None:
-        """Make the target Secret hold ``result.token`` (a no-op when it already does)."""
+        """Make the target Secret hold ``result.token`` (a no-op when it already does).
+
+        A refused write leaves ``result.token`` at what the Secret still holds (status reports the
+        Secret, not our memory) and keeps the new token in memory for the retry.
+        """
         assert result.token is not None
         try:
             applied = await apply_secret(self.kube, owner, render_secret(owner, spec, result.token, inputs), target)
         except SecretConflictError as exc:
             result.failure, result.token = Failure(Reason.SECRET_CONFLICT, str(exc)), None
         except KubeError as exc:
-            if exc.status not in (400, 422):
-                raise  # transient or RBAC: logged and retried by the caller
-            # The API server refused the Secret we rendered (e.g. a template key the CRD's
-            # CEL rules would have rejected): a spec problem the user must fix.
+            # A quota, an admission webhook, a 5xx, a timeout: reported, retried with backoff.
             result.failure = Failure(
-                Reason.INVALID_SPEC, f"the API server rejected Secret {result.secret_name!r}: {exc}"
+                Reason.SECRET_WRITE_FAILED, f"the API server refused to write Secret {result.secret_name!r}: {exc}"
             )
+            result.write_failed, result.token = True, in_secret
+            logger_for(owner).warning("Writing Secret %s failed: %s", result.secret_name, exc)
         else:
+            result.synced = True
             record.secret_version = applied.secret["metadata"].get("resourceVersion")
             if applied.written:
                 sources.remember_secret(applied.secret)
@@ -381,6 +426,34 @@ class Reconciler:
                     self.metrics.secret_written(owner.namespace)
                 if not result.issued:
                     logger_for(owner).info("Restored Secret %s from the current token.", result.secret_name)
+
+    async def _retire(
+        self, body: Mapping[str, Any], owner: Owner, spec: ClientCredentialSpec, old_name: str, sources: Sources
+    ) -> None:
+        """``target.name`` changed: delete the old Secret (Delete) or hand it over (Retain)."""
+        old = sources.target((owner.namespace, old_name))
+        if old is None or ownership(old, owner) is not Ownership.OURS:
+            return  # already gone, or someone else's now
+        if spec.target.deletion_policy is models.DeletionPolicy.DELETE:
+            await self.kube.delete(SECRETS, owner.namespace, old_name)
+            event = Event(
+                "Normal",
+                "SecretDeleted",
+                f"deleted Secret {old_name}: target.name is now {spec.target_name(owner.name)}",
+            )
+        else:
+            try:
+                await self.kube.patch_secret(owner.namespace, old_name, release_patch(old, owner))
+            except KubeError as exc:
+                if not exc.not_found:
+                    raise
+            event = Event(
+                "Normal",
+                "SecretReleased",
+                f"released Secret {old_name} (deletionPolicy Retain): tokensync no longer manages or refreshes it",
+            )
+        logger_for(owner).info("%s", event.message)
+        await self.post_event(body, event)
 
     # report ----------------------------------------------------------------------------------
 
@@ -399,15 +472,13 @@ class Reconciler:
 
         uid = meta.get("uid", "")
         token_state = _state(result.token)
-        if result.failure is not None:
-            record.failure_at = now
-            new_record: renewal.FailureRecord | None = renewal.FailureRecord(
-                old.failed_attempts + 1, now, result.failure.reason, result.failure.retry_after
-            )
-        elif result.issued:
-            new_record = None
-        else:
-            new_record = failure_record(old, record.failure_at)
+        # A new token reached the Secret (just minted, or kept in memory while its write was
+        # refused): what ends a failure record and is worth an event. A restored Secret is not news.
+        delivered = (
+            result.synced
+            and result.token is not None
+            and (result.issued or (result.token != result.held and not same_token(old, result.token)))
+        )
         inp = renewal.Input(
             now=now,
             token=token_state,
@@ -415,10 +486,22 @@ class Reconciler:
             fingerprint=result.fingerprint or "\x00unknown",
             renewal=result.renewal,
             seed=uid,
-            failure=new_record,
-            refresh_pending=record.refresh_pending,
+            refresh_pending=result.refresh_pending is not None,
         )
-        not_ready = renewal.readiness(inp)
+        not_ready = renewal.readiness(inp)  # the token alone decides; failures do not
+        if result.write_failed:
+            not_ready = renewal.Verdict(Reason.SECRET_WRITE_FAILED, "the Secret could not be written")
+        old_reason = old.last_failure.reason if old.last_failure else None
+        if result.failure is not None:
+            record.failure_at = now
+            new_record: renewal.FailureRecord | None = renewal.FailureRecord(
+                old.failed_attempts + 1, now, result.failure.reason, result.failure.retry_after
+            )
+        elif keeps_failure(old_reason, delivered=delivered, synced=result.synced, ready=not_ready is None):
+            new_record = failure_record(old, record.failure_at)
+        else:
+            new_record = None
+        inp = dataclasses.replace(inp, failure=new_record)
         retry_at: datetime | None = None
         if result.suspended:
             wake_at = token_state.expires_at if token_state and not_ready is None else None
@@ -430,24 +513,35 @@ class Reconciler:
                 wake_at = now + renewal.MIN_RETRY_DELAY  # e.g. a lifetime shorter than a round
             else:
                 wake_at, retry_at = decision.wake_at, decision.backing_off_until
+            if result.write_failed and new_record is not None:
+                # The token to write is in memory: retry the write on the backoff, not at renewal.
+                valid_until = token_state.expires_at if token_state else None
+                retry_at = renewal.next_attempt(new_record, valid_until, uid)
+                wake_at = min(wake_at, retry_at) if wake_at else retry_at
         renewal_at = (
             renewal.renewal_time(token_state.issued_at, token_state.expires_at, result.renewal, uid)
             if token_state
             else None
         )
-        annotation = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
+        note = (
+            renewal.clamp_note(token_state.issued_at, token_state.expires_at, result.renewal) if token_state else None
+        )
         situation = Situation(
             now=now,
             generation=meta.get("generation"),
-            secret_name=result.secret_name,
+            # The Secret that holds the token: the old name until the renamed one is written.
+            secret_name=result.secret_name if result.synced or not old.secret_name else old.secret_name,
             token=result.token,
             not_ready=not_ready,
             renewal_time=renewal_at,
             failure=result.failure,
-            issued=result.issued,
+            issued=delivered,
+            secret_synced=result.synced,
             retry_at=retry_at,
             suspended=result.suspended,
-            last_refresh_request=annotation if result.refresh_handled else old.last_refresh_request,
+            last_refresh_request=result.refresh_fulfilled or old.last_refresh_request,
+            pending_refresh_request=result.refresh_pending,
+            renewal_note=note,
         )
         new = build_status(old, situation)
         new_json = to_json(new)
@@ -456,7 +550,7 @@ class Reconciler:
             await self.kube.patch_status(meta["namespace"], meta["name"], patch)
             record.status_json = compact_json(new_json)
         routine = result.trigger == renewal.RENEWAL_DUE
-        for event in transition_events(old, new, issued=result.issued, routine=routine):
+        for event in transition_events(old, new, issued=delivered, routine=routine, renewal_note=note):
             await self.post_event(body, event)
         if self.metrics is not None:
             self.metrics.resource_observed(

@@ -20,8 +20,11 @@ from datetime import datetime, timedelta
 from .models import DEFAULT_RENEWAL_PERCENT, STALLED_REASONS, Reason, Renewal, parse_duration
 
 #: No refresh sooner than this after issuance, however short the lifetime: a token that
-#: lives for one second must not turn the operator into a hot loop against the endpoint.
+#: lives for one second must not turn the operator into a hot loop against the endpoint ...
 MIN_REFRESH_INTERVAL = timedelta(seconds=1)
+#: ... nor sooner than this share of the lifetime: ``before: 59m59s`` on a one-hour token would
+#: otherwise refresh every second. Settings that ask for more are clamped and reported.
+MIN_REFRESH_SHARE = 0.10
 #: Jitter moves the renewal point earlier by up to this share of the time before it ...
 RENEWAL_JITTER_SHARE = 0.05
 #: ... and by no more than this, so a 24 h token is not refreshed an hour early.
@@ -50,27 +53,53 @@ def stable_fraction(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def min_refresh_interval(lifetime: timedelta) -> timedelta:
+    """The shortest time between issuing a token and refreshing it: max(1 s, 10 % of its lifetime)."""
+    return max(MIN_REFRESH_INTERVAL, lifetime * MIN_REFRESH_SHARE)
+
+
+def _requested_point(issued_at: datetime, expires_at: datetime, renewal: Renewal) -> datetime:
+    """The renewal point the settings ask for, before jitter and the floor."""
+    lifetime = expires_at - issued_at
+    if renewal.before is not None:
+        before = parse_duration(renewal.before)
+        if before < lifetime:
+            return expires_at - before
+    percent = renewal.percent if renewal.percent is not None else DEFAULT_RENEWAL_PERCENT
+    return issued_at + lifetime * (percent / 100)
+
+
 def renewal_time(issued_at: datetime, expires_at: datetime, renewal: Renewal, seed: str = "") -> datetime:
     """When a token issued at ``issued_at`` and expiring at ``expires_at`` should be refreshed.
 
     ``renewal.before`` wins when it is shorter than the lifetime; otherwise the percentage
     (default 67 %). A small jitter moves the point earlier, never later, so it never
-    passes expiry; a floor keeps tiny lifetimes from causing a hot loop.
+    passes expiry; a floor (``min_refresh_interval``) keeps refreshes from coming too often.
     """
-    lifetime = expires_at - issued_at
-    point: datetime | None = None
-    if renewal.before is not None:
-        before = parse_duration(renewal.before)
-        if before < lifetime:
-            point = expires_at - before
-    if point is None:
-        percent = renewal.percent if renewal.percent is not None else DEFAULT_RENEWAL_PERCENT
-        point = issued_at + lifetime * (percent / 100)
+    point = _requested_point(issued_at, expires_at, renewal)
     jitter = min((point - issued_at) * RENEWAL_JITTER_SHARE, RENEWAL_JITTER_MAX)
     point -= jitter * stable_fraction(seed, issued_at.isoformat())
     # Not cut to whole seconds: the schedule is always recomputed from issuedAt/expiresAt
     # (themselves whole seconds), never read back from status.renewalTime.
-    return max(point, issued_at + MIN_REFRESH_INTERVAL)
+    return max(point, issued_at + min_refresh_interval(expires_at - issued_at))
+
+
+def clamp_note(issued_at: datetime, expires_at: datetime, renewal: Renewal) -> str | None:
+    """What to tell the user when ``renewal`` asks for refreshes more often than the floor allows."""
+    lifetime = expires_at - issued_at
+    floor = min_refresh_interval(lifetime)
+    asked = _requested_point(issued_at, expires_at, renewal) - issued_at
+    if asked >= floor:
+        return None
+    setting = f"before: {renewal.before}" if renewal.before is not None else f"percent: {renewal.percent}"
+    return (
+        f"renewal {setting} would refresh {_seconds(asked)} after issue; clamped to {_seconds(floor)} "
+        f"(max(1s, 10% of the token's {_seconds(lifetime)} lifetime))"
+    )
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{delta.total_seconds():g}s"
 
 
 def is_stalled(reason: Reason) -> bool:
@@ -101,14 +130,22 @@ def next_attempt(failure: FailureRecord, valid_until: datetime | None, seed: str
 
     While a still-valid token exists, the backoff is pulled in before it expires, so a
     long backoff never lets the workload's token lapse when an earlier try could save it.
-    ``Retry-After`` is honoured as a lower bound: the server said when it will listen.
+    ``Retry-After`` is honoured as a lower bound (the server said when it will listen), except
+    that one attempt is still made shortly before a valid token would lapse.
     """
     earliest = failure.at + MIN_RETRY_DELAY
     planned = failure.at + backoff_delay(failure.attempts, failure.reason, seed)
-    if valid_until is not None:
-        planned = min(planned, valid_until - EXPIRY_MARGIN)
+    last_chance = valid_until - EXPIRY_MARGIN if valid_until is not None else None
+    if last_chance is not None:
+        planned = min(planned, last_chance)
     if failure.retry_after is not None:
-        planned = max(planned, failure.at + min(failure.retry_after, MAX_RETRY_AFTER))
+        honoured = failure.at + min(failure.retry_after, MAX_RETRY_AFTER)
+        if last_chance is not None and failure.at < last_chance < honoured:
+            # Honouring it would let the token lapse: one attempt is still made shortly before
+            # expiry (that attempt's own failure, past the last chance, is then honoured in full).
+            planned = last_chance
+        else:
+            planned = max(planned, honoured)
     return max(planned, earliest)
 
 

@@ -15,6 +15,7 @@ import base64
 import binascii
 import enum
 import hashlib
+import hmac
 import json
 import string
 from collections.abc import Mapping
@@ -36,6 +37,18 @@ ANNOTATION_CREDENTIALS_HASH = "tokensync.io/credentials-hash"
 #: after a restart the operator compares it with the cached versions instead of reading every
 #: credentials Secret again.
 ANNOTATION_INPUTS_VERSION = "tokensync.io/inputs-version"
+#: The keys of target.labels and target.annotations that tokensync set, as compact JSON: a key
+#: dropped from the spec is removed from the Secret, a key another tool added is left alone.
+ANNOTATION_MANAGED_METADATA = "tokensync.io/managed-metadata"
+#: Every annotation tokensync sets on its own account (removed when a Secret is released).
+OWN_ANNOTATIONS = (
+    ANNOTATION_OWNER,
+    ANNOTATION_ISSUED_AT,
+    ANNOTATION_EXPIRES_AT,
+    ANNOTATION_CREDENTIALS_HASH,
+    ANNOTATION_INPUTS_VERSION,
+    ANNOTATION_MANAGED_METADATA,
+)
 
 #: A generated Secret is not in Git: GitOps tools must neither prune it nor report it as drift,
 #: even when target.labels carry their tracking label. Users may override these.
@@ -64,12 +77,12 @@ class Owner:
         return f"{self.namespace}/{self.name}"
 
 
-def fingerprint(spec: models.ClientCredentialSpec, token_url: str, credentials: ClientCredentials) -> str:
-    """A hash of everything that determines which token the endpoint mints.
+def fingerprint(spec: models.ClientCredentialSpec, token_url: str, credentials: ClientCredentials, key: bytes) -> str:
+    """A keyed hash of everything that determines which token the endpoint mints.
 
-    Stored in an annotation to tell, after a restart, whether the Secret's token still
-    matches the spec and credentials. SHA-256 over the inputs: the secret itself is
-    never stored, and a client secret is a high-entropy value that a hash does not reveal.
+    Stored in an annotation of a Secret that workloads read, to tell after a restart whether
+    the Secret's token still matches the spec and credentials. HMAC-SHA-256 with a key only the
+    operator holds (``hashkey.py``): a reader cannot test guesses of a weak client secret offline.
     """
     material = {
         "provider": spec.provider.value,
@@ -82,7 +95,7 @@ def fingerprint(spec: models.ClientCredentialSpec, token_url: str, credentials: 
         "extra": spec.extra_params,
     }
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def inputs_version(spec: models.ClientCredentialSpec, token_url: str, credentials_version: str) -> str:
@@ -165,6 +178,7 @@ def render_secret(
         ANNOTATION_ISSUED_AT: rfc3339(token.issued_at),
         ANNOTATION_EXPIRES_AT: rfc3339(token.expires_at),
         ANNOTATION_CREDENTIALS_HASH: token.fingerprint,
+        ANNOTATION_MANAGED_METADATA: managed_metadata(labels, {**GITOPS_ANNOTATIONS, **spec.target.annotations}),
     }
     if inputs is not None:
         annotations[ANNOTATION_INPUTS_VERSION] = inputs
@@ -193,19 +207,56 @@ class Ownership(enum.Enum):
 
 
 def ownership(secret: Mapping[str, Any] | None, owner: Owner) -> Ownership:
+    """Ours: the owner annotation names this resource, or our controller reference carries its uid.
+
+    The managed-by label alone proves nothing (anyone can set it), so it never makes a Secret ours;
+    a controller reference to anything else, or an owner annotation naming another resource,
+    makes it foreign whatever else it says.
+    """
     if secret is None:
         return Ownership.ABSENT
     meta = secret.get("metadata") or {}
-    labels = meta.get("labels") or {}
+    named = (meta.get("annotations") or {}).get(ANNOTATION_OWNER)
+    controllers = [ref.get("uid") for ref in meta.get("ownerReferences") or [] if ref.get("controller")]
+    if named not in (None, owner.ref) or any(uid != owner.uid for uid in controllers):
+        return Ownership.FOREIGN
+    if named == owner.ref or (owner.uid and owner.uid in controllers):
+        return Ownership.OURS
+    return Ownership.FOREIGN
+
+
+def managed_metadata(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str:
+    """The ANNOTATION_MANAGED_METADATA value for the labels and annotations tokensync sets."""
+    owned = {"labels": sorted(k for k in labels if k != MANAGED_BY_LABEL), "annotations": sorted(annotations)}
+    return json.dumps(owned, separators=(",", ":"))
+
+
+def _previously_managed(meta: Mapping[str, Any]) -> dict[str, set[str]]:
+    """What the live Secret's ANNOTATION_MANAGED_METADATA says tokensync set (empty if damaged)."""
+    raw = (meta.get("annotations") or {}).get(ANNOTATION_MANAGED_METADATA)
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        parsed = {}
+    if not isinstance(parsed, dict):
+        parsed = {}
+    return {field: {k for k in parsed.get(field) or [] if isinstance(k, str)} for field in ("labels", "annotations")}
+
+
+def release_patch(actual: Mapping[str, Any], owner: Owner) -> dict[str, Any]:
+    """The merge patch that hands a Secret over to its users: no owner reference, no managed-by
+    label, none of tokensync's annotations (so it is not adopted again); its data stays."""
+    meta = actual.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
-        return Ownership.FOREIGN
-    if annotations.get(ANNOTATION_OWNER) not in (None, owner.ref):
-        return Ownership.FOREIGN
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("uid") != owner.uid:
-            return Ownership.FOREIGN
-    return Ownership.OURS
+    refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") != owner.uid]
+    return {
+        "metadata": {
+            "resourceVersion": meta.get("resourceVersion"),
+            "labels": {MANAGED_BY_LABEL: None},
+            "annotations": {k: None for k in OWN_ANNOTATIONS if k in annotations},
+            "ownerReferences": refs or None,
+        }
+    }
 
 
 def read_token(secret: Mapping[str, Any] | None) -> StoredToken | None:
@@ -239,14 +290,19 @@ def _map_patch(actual: Mapping[str, Any], desired: Mapping[str, Any], *, exact: 
 def secret_patch(actual: Mapping[str, Any], desired: Mapping[str, Any], owner: Owner) -> dict[str, Any] | None:
     """The merge patch from ``actual`` to ``desired``, or ``None`` when nothing differs.
 
-    ``data`` is owned by tokensync and made exact; labels and annotations are only
-    added to, so tools that annotate Secrets (GitOps trackers, reflectors) keep theirs.
+    ``data`` is owned by tokensync and made exact; of the labels and annotations, only those
+    tokensync set (ANNOTATION_MANAGED_METADATA) are removed when the spec drops them, so tools
+    that annotate Secrets (GitOps trackers, reflectors) keep theirs.
     """
     a_meta, d_meta = actual.get("metadata") or {}, desired["metadata"]
     patch: dict[str, Any] = {}
     meta_patch: dict[str, Any] = {}
+    previously = _previously_managed(a_meta)
     for field in ("labels", "annotations"):
-        entries = _map_patch(a_meta.get(field) or {}, d_meta.get(field) or {}, exact=False)
+        live, wanted = a_meta.get(field) or {}, d_meta.get(field) or {}
+        entries = _map_patch(live, wanted, exact=False)
+        # Keys tokensync set before and the spec no longer asks for; other tools' keys stay.
+        entries.update({k: None for k in previously[field] if k in live and k not in wanted})
         if entries:
             meta_patch[field] = entries
     others = [r for r in a_meta.get("ownerReferences") or [] if r.get("uid") != owner.uid]

@@ -34,7 +34,11 @@ class Settings:
 
     election_namespace: str = "default"
     election_id: str = "tokensync"
-    """The Lease's namespace and name."""
+    """The Lease's namespace (the operator's own: the pod's) and name."""
+
+    hash_key_secret: str = "tokensync-hash-key"
+    """The Secret, in ``election_namespace``, that holds the key of the credentials hash
+    (``hashkey.py``); made on first start."""
 
     identity: str = "tokensync"
     """This replica's name in the Lease (the pod name in a cluster)."""

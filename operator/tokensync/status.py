@@ -35,6 +35,26 @@ class Failure:
     http_status: int | None = None
     code: int | None = None
     retry_after: timedelta | None = None
+    #: The keyed hash of the inputs of a failed exchange: a change to them is retried at once.
+    inputs_hash: str | None = None
+
+
+def keeps_failure(old_reason: Reason | None, *, delivered: bool, synced: bool, ready: bool) -> bool:
+    """Whether a round that failed at nothing carries the failure record on.
+
+    It ends when a new token reaches the Secret; a failed precondition ends when the token is
+    usable again (the inputs pass now); a refused Secret write ends when a write succeeds.
+    """
+    if old_reason is None or delivered:
+        return False
+    if ready and old_reason in PRECONDITION_REASONS:
+        return False
+    return not (synced and old_reason is Reason.SECRET_WRITE_FAILED)
+
+
+def same_token(status: ClientCredentialStatus, token: StoredToken) -> bool:
+    """Whether ``status`` already reports ``token`` (times are whole seconds in both)."""
+    return status.issued_at == token.issued_at and status.expires_at == token.expires_at
 
 
 def failure_record(status: ClientCredentialStatus, exact_at: datetime | None = None) -> FailureRecord | None:
@@ -87,12 +107,17 @@ class Situation:
     renewal_time: datetime | None
     #: The failure of this round, if any; None after a success or when nothing was attempted.
     failure: Failure | None = None
-    #: A token was issued this round.
+    #: A new token reached the Secret this round (one status did not report yet).
     issued: bool = False
+    #: The Secret holds what the round wanted it to hold (None/False: not written, or refused).
+    secret_synced: bool = False
     #: When the next attempt is planned, if a retry is pending.
     retry_at: datetime | None = None
     suspended: bool = False
     last_refresh_request: str | None = None
+    pending_refresh_request: str | None = None
+    #: Set when the renewal settings were clamped (``renewal.clamp_note``).
+    renewal_note: str | None = None
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str, situation: Situation) -> Condition:
@@ -114,8 +139,8 @@ def build_status(old: ClientCredentialStatus, situation: Situation) -> ClientCre
     """The status to write after this round, given the status as it was."""
     s = situation
     old_reason = old.last_failure.reason if old.last_failure else None
-    # A failure record lasts until an exchange succeeds (or, for a failed precondition, until
-    # the token is usable again); rounds that attempted nothing carry it on.
+    # A failure record lasts until a new token reaches the Secret (see ``keeps_failure``); rounds
+    # that attempted nothing carry it on.
     if s.failure is not None:
         failed_attempts = old.failed_attempts + 1
         last_failure_time: datetime | None = s.now.replace(microsecond=0)
@@ -125,11 +150,12 @@ def build_status(old: ClientCredentialStatus, situation: Situation) -> ClientCre
             code=s.failure.code,
             message=s.failure.message,
             retry_after_seconds=int(s.failure.retry_after.total_seconds()) if s.failure.retry_after else None,
+            inputs_hash=s.failure.inputs_hash,
         )
-    elif s.issued or old_reason is None or (s.not_ready is None and old_reason in PRECONDITION_REASONS):
-        failed_attempts, last_failure_time, last_failure = 0, None, None
-    else:
+    elif keeps_failure(old_reason, delivered=s.issued, synced=s.secret_synced, ready=s.not_ready is None):
         failed_attempts, last_failure_time, last_failure = old.failed_attempts, old.last_failure_time, old.last_failure
+    else:
+        failed_attempts, last_failure_time, last_failure = 0, None, None
     failure_reason = last_failure.reason if last_failure else None
     failing_message = last_failure.message if last_failure else ""
 
@@ -140,6 +166,8 @@ def build_status(old: ClientCredentialStatus, situation: Situation) -> ClientCre
     elif ready:
         assert s.token is not None
         message = f"Secret {s.secret_name} holds a token valid until {_when(s.token.expires_at)}"
+        if s.renewal_note is not None:
+            message += f"; {s.renewal_note}"
         if failure_reason is not None:
             message += f"; the last refresh failed ({failure_reason}): {failing_message}"
             if s.retry_at is not None:
@@ -186,6 +214,7 @@ def build_status(old: ClientCredentialStatus, situation: Situation) -> ClientCre
         last_failure_time=last_failure_time,
         last_failure=last_failure,
         last_refresh_request=s.last_refresh_request,
+        pending_refresh_request=s.pending_refresh_request,
     )
 
 
@@ -228,9 +257,15 @@ class Event:
 
 
 def transition_events(
-    old: ClientCredentialStatus, new: ClientCredentialStatus, *, issued: bool, routine: bool = False
+    old: ClientCredentialStatus,
+    new: ClientCredentialStatus,
+    *,
+    issued: bool,
+    routine: bool = False,
+    renewal_note: str | None = None,
 ) -> list[Event]:
-    """Events for what changed this round: issued, refreshed, failed (on a new reason), recovered.
+    """Events for what changed this round: issued, refreshed, failed (on a new reason), recovered,
+    and renewal settings clamped (once, when the note first appears).
 
     A ``routine`` refresh (the renewal time came, nothing else changed) posts no event: status
     and metrics show it, and an Event per refresh would cost an API write per token lifetime.
@@ -253,4 +288,8 @@ def transition_events(
     failed_now = any(e.type == "Warning" for e in events)
     if old_ready == "True" and new_ready is not None and new_ready.status == "False" and not failed_now:
         events.append(Event("Warning", "NotReady", new_ready.message or str(new_ready.reason)))
+    old_message = next((c.message for c in old.conditions if c.type == READY), "")
+    new_message = new_ready.message if new_ready is not None else ""
+    if renewal_note and renewal_note in new_message and renewal_note not in old_message:
+        events.append(Event("Warning", "RenewalClamped", renewal_note))
     return events

@@ -75,6 +75,10 @@ ROLLOUT_RULES: set[Rule] = {
 #: Leader election, in the release namespace only.
 LEASE_RULES: set[Rule] = {("coordination.k8s.io", "leases", verbs("get", "create", "update"))}
 LEASE_ROLE = f"{RELEASE}-leader-election"
+#: The credentials-hash key (hashkey.py), in the release namespace only: read by name, created once.
+HASH_KEY_SECRET = f"{RELEASE}-hash-key"
+HASH_KEY_ROLE = f"{RELEASE}-hash-key"
+HASH_KEY_RULES: set[Rule] = {("", "secrets", verbs("get")), ("", "secrets", verbs("create"))}
 
 #: `tokensync run`'s command line as the kopf-free operator defines it: flag -> whether it takes a value.
 RUN_FLAGS = {
@@ -87,6 +91,7 @@ RUN_FLAGS = {
     "--metrics-port": True,
     "--workers": True,
     "--max-exchanges-per-host": True,
+    "--hash-key-secret": True,
     "--leader-elect": False,
     "--leader-election-namespace": True,
     "--leader-election-id": True,
@@ -361,8 +366,12 @@ def test_defaults_one_replica_cluster_wide_no_leader_election() -> None:
     binding = rendered.one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tokensync", "namespace": NAMESPACE}]
-    assert not rendered.of_kind("Role")
-    assert not rendered.of_kind("RoleBinding")
+    # One Role: the credentials-hash key's, in the release namespace.
+    hash_key = rendered.one("Role")
+    assert (hash_key["metadata"]["name"], hash_key["metadata"]["namespace"]) == (HASH_KEY_ROLE, NAMESPACE)
+    assert rules_of(hash_key) == HASH_KEY_RULES
+    assert rendered.one("RoleBinding")["roleRef"]["name"] == HASH_KEY_ROLE
+    assert flags(rendered.args)["--hash-key-secret"] == HASH_KEY_SECRET
     assert [a for a in rendered.args if a.startswith("--allowed-token-host")] == [
         "--allowed-token-host=api.palisade.co",
         "--allowed-token-host=api.sandbox.palisade.co",
@@ -371,8 +380,10 @@ def test_defaults_one_replica_cluster_wide_no_leader_election() -> None:
 
 def test_watch_namespaces_gets_a_role_per_namespace_and_namespace_flags() -> None:
     rendered = render_set("namespaced")
-    roles = {r["metadata"]["namespace"]: r for r in rendered.of_kind("Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in rendered.of_kind("RoleBinding")}
+    roles = {r["metadata"]["namespace"]: r for r in rendered.of_kind("Role") if r["metadata"]["name"] != HASH_KEY_ROLE}
+    bindings = {
+        b["metadata"]["namespace"]: b for b in rendered.of_kind("RoleBinding") if b["metadata"]["name"] != HASH_KEY_ROLE
+    }
     assert set(roles) == set(bindings) == {"team-a", "team-b"}
     for namespace, role in roles.items():
         assert rules_of(role) == NAMESPACED_RULES, namespace
@@ -566,7 +577,8 @@ def test_rollout_restart_rbac_only_when_enabled() -> None:
     assert rules_of(rendered.one("ClusterRole")) == NAMESPACED_RULES | ROLLOUT_RULES
     rendered = helm_template("--values", VALUES_DIR / "namespaced.yaml", "--set", "rolloutRestart.enabled=true")
     for role in rendered.of_kind("Role"):
-        assert rules_of(role) == NAMESPACED_RULES | ROLLOUT_RULES
+        if role["metadata"]["name"] != HASH_KEY_ROLE:
+            assert rules_of(role) == NAMESPACED_RULES | ROLLOUT_RULES
     assert not rendered.of_kind("ClusterRole")
 
 
@@ -662,6 +674,9 @@ def expected_permissions(
         allowed |= permissions(NAMESPACED_RULES | (ROLLOUT_RULES if rollout else set()))
     if election and namespace == NAMESPACE:
         allowed |= permissions(LEASE_RULES)
+    if namespace == NAMESPACE:
+        # Its credentials-hash key: created once (the named GET is checked on its own).
+        allowed |= {("create", "", "secrets")}
     return allowed
 
 
@@ -730,6 +745,15 @@ def test_rbac_grants_exactly_what_the_operator_calls(
         # watchNamespaces: nothing cluster-scoped at all.
         assert not rendered.of_kind("ClusterRole")
         assert not rendered.of_kind("ClusterRoleBinding")
+
+
+@pytest.mark.parametrize("extra", [(), ("--values", VALUES_DIR / "namespaced.yaml")], ids=["cluster", "namespaced"])
+def test_the_hash_key_is_readable_by_name_in_the_release_namespace_only(extra: tuple[str, ...]) -> None:
+    docs = helm_template(*extra).docs
+    assert rbac_allows(docs, RELEASE, NAMESPACE, "get", "", "secrets", NAMESPACE, name=HASH_KEY_SECRET)
+    if extra:  # watchNamespaces: no other Secret of the release namespace is readable
+        assert not rbac_allows(docs, RELEASE, NAMESPACE, "get", "", "secrets", NAMESPACE, name="someone-elses")
+        assert not rbac_allows(docs, RELEASE, NAMESPACE, "list", "", "secrets", NAMESPACE)
 
 
 def test_rbac_is_for_the_operator_service_account_only() -> None:

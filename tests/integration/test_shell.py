@@ -30,6 +30,8 @@ from .conftest import (
 )
 
 WRITES = ("create", "update", "patch", "delete")
+#: Settings.election_namespace's default: where the operator keeps its credentials-hash key.
+OPERATOR_NAMESPACE = "default"
 READS = ("get", "list")
 
 
@@ -97,7 +99,8 @@ async def test_a_restart_with_valid_tokens_costs_no_exchange_no_write_and_a_cons
     assert token_server.issued == issued, "a restart with valid tokens exchanged again"
     assert requests(cluster, WRITES) == Counter(), "a restart with valid tokens wrote"
     reads = requests(cluster, READS)
-    assert reads[("get", "secrets")] == 0, "a restart read credentials Secrets one by one"
+    # One GET: the operator's own credentials-hash key, in its own namespace; none per resource.
+    assert reads[("get", "secrets")] == 1, "a restart read credentials Secrets one by one"
     # One list per informer: ClientCredentials, target Secrets, Secret and ConfigMap metadata.
     assert reads[("list", "secrets")] == 2, reads
     assert reads[("list", "clientcredentials")] == 1, reads
@@ -191,7 +194,10 @@ async def test_watch_namespaces_mode_serves_its_namespace_and_never_calls_at_clu
     await eventually(lambda: ready(seeded, "palisade"))
     calls = cluster.api_calls()
     assert calls, "no API calls recorded"
-    assert {namespace for (_, _, _, namespace) in calls} == {NAMESPACE}, calls
+    # The watched namespace, and the operator's own (its credentials-hash key) for one GET.
+    own = {call for call in calls if call[3] == OPERATOR_NAMESPACE}
+    assert own == {("get", "", "secrets", OPERATOR_NAMESPACE)}, own
+    assert {namespace for (_, _, _, namespace) in calls - own} == {NAMESPACE}, calls
     assert seeded.cluster.get(CC_GV, "clientcredentials", "elsewhere", "x").get("status") is None  # type: ignore[union-attr]
     assert_clean(logs, CLIENT_SECRET, *token_server.tokens)
 

@@ -468,6 +468,7 @@ HTTPS = ".spec", "tokenURL must use https"
 OAUTH2_URL = ".spec", "tokenURL is required when provider is oauth2"
 EXCLUSIVE = ".spec.renewal", "renewal.percent and renewal.before are exclusive"
 PERCENT = ".spec.renewal", "renewal.percent must be between 1 and 99"
+BEFORE_MAX = ".spec.renewal", "renewal.before must be at most 8760h"
 RESERVED = ".spec.target.template", "template keys must not replace accessToken, tokenType, expiresAt or scope"
 
 
@@ -500,6 +501,10 @@ RESERVED = ".spec.target.template", "template keys must not replace accessToken,
         pytest.param(RESERVED, {"expiresAt": "x"}, False, id="a template cannot replace expiresAt"),
         pytest.param(RESERVED, {"AccessToken": "x"}, True, id="reserved keys are case-sensitive"),
         pytest.param(RESERVED, {"authorization": "x"}, True, id="other template keys are accepted"),
+        pytest.param(BEFORE_MAX, {"before": "8760h"}, True, id="before of a year is accepted"),
+        pytest.param(BEFORE_MAX, {"before": "1h30m"}, True, id="before 1h30m is accepted"),
+        pytest.param(BEFORE_MAX, {"before": "8760h1s"}, False, id="before past a year is rejected"),
+        pytest.param(BEFORE_MAX, {"percent": 50}, True, id="no before passes the bound"),
     ],
 )
 def test_cel_rules_evaluate_as_intended(which: tuple[str, str], value: dict[str, Any], expected: bool) -> None:
@@ -699,6 +704,40 @@ def with_spec(**changes: Any) -> dict[str, Any]:
         pytest.param(with_spec(extraParams={"n": 1}), ".spec.extraParams.n: expected string", id="a numeric param"),
         pytest.param(with_spec(tokenUrl=PALISADE_TOKEN_URL), ".spec.tokenUrl: unknown field", id="a misspelled field"),
         pytest.param(
+            with_spec(target__labels={"team": "payments team"}),
+            ".spec.target.labels.team: should match",
+            id="a label value with a space",
+        ),
+        pytest.param(
+            with_spec(target__labels={"team": "x" * 64}), "longer than 63", id="a label value over 63 characters"
+        ),
+        pytest.param(
+            with_spec(target__labels={"team": "-payments"}), "should match", id="a label value starting with a dash"
+        ),
+        pytest.param(
+            with_spec(tokenURL="https://api.palisade.co/v2/tok\x07en"),
+            ".spec.tokenURL: should match",
+            id="a control character in the tokenURL",
+        ),
+        pytest.param(
+            with_spec(tokenURL="https://api.palisade.co/v2/my token"),
+            ".spec.tokenURL: should match",
+            id="a space in the tokenURL",
+        ),
+        pytest.param(
+            with_spec(tokenURL="https://user:pw@api.palisade.co/v2/token"),
+            ".spec.tokenURL: should match",
+            id="userinfo in the tokenURL",
+        ),
+        pytest.param(
+            with_spec(renewal={"before": "99999999999999h"}),
+            ".spec.renewal.before: should match",
+            id="a before with too many digits",
+        ),
+        pytest.param(
+            with_spec(renewal={"before": "9000h"}), "renewal.before must be at most 8760h", id="a before over a year"
+        ),
+        pytest.param(
             with_spec(clientSecret="inline-secret"), ".spec.clientSecret: unknown field", id="an inline secret field"
         ),
     ],
@@ -848,6 +887,11 @@ def test_oauth2_has_no_default_token_url() -> None:
         pytest.param({"renewal": {"before": "10 minutes"}}, id="a bad duration"),
         pytest.param({"provider": "google"}, id="an unknown provider"),
         pytest.param({"credentialsRef": {"name": "Bad_Name"}}, id="a bad Secret name"),
+        pytest.param({"target": {"labels": {"team": "payments team"}}}, id="a label value with a space"),
+        pytest.param({"tokenURL": "https://a.example/t\x00"}, id="a NUL in the tokenURL"),
+        pytest.param({"tokenURL": "https://u:p@a.example/t"}, id="userinfo in the tokenURL"),
+        pytest.param({"renewal": {"before": "99999999999999h"}}, id="an overflowing before"),
+        pytest.param({"renewal": {"before": "8761h"}}, id="a before over a year"),
     ],
 )
 def test_the_model_rejects_what_the_crd_rejects(changes: dict[str, Any]) -> None:

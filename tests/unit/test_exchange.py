@@ -14,7 +14,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote_plus
+from urllib.parse import parse_qs, quote, quote_plus, unquote_plus
 
 import httpx
 import pytest
@@ -35,11 +35,13 @@ from tokensync.exchange import (
     InvalidCABundleError,
     InvalidResponseError,
     IssuedToken,
+    build_oauth2_request,
+    build_palisade_request,
     exchange,
     host_allowed,
     ssl_context,
 )
-from tokensync.models import ClientCredentialSpec, Reason
+from tokensync.models import STALLED_REASONS, ClientCredentialSpec, Reason
 
 CLIENT_ID = "client-1234"
 SECRET = "s3cr3t-Zq9Kx7Wm"
@@ -959,3 +961,113 @@ def test_verification_is_always_on(ca: trustme.CA) -> None:
     for context in (ssl_context(None), ssl_context(ca.cert_pem.bytes().decode())):
         assert context.verify_mode is ssl.CERT_REQUIRED
         assert context.check_hostname is True
+
+
+# Palisade's gRPC codes, retryable 4xx and every httpx failure ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "reason"),
+    [
+        pytest.param(400, 16, Reason.INVALID_CREDENTIALS, id="400 UNAUTHENTICATED is invalid credentials"),
+        pytest.param(400, 7, Reason.FORBIDDEN, id="400 PERMISSION_DENIED is forbidden"),
+        pytest.param(403, 3, Reason.INVALID_REQUEST, id="403 INVALID_ARGUMENT is an invalid request"),
+        pytest.param(400, 8, Reason.RATE_LIMITED, id="400 RESOURCE_EXHAUSTED is rate limited"),
+        pytest.param(400, 14, Reason.ENDPOINT_UNAVAILABLE, id="400 UNAVAILABLE is transient"),
+        pytest.param(400, 12, Reason.ENDPOINT_NOT_FOUND, id="400 UNIMPLEMENTED is endpoint not found"),
+        pytest.param(401, 2, Reason.INVALID_CREDENTIALS, id="UNKNOWN leaves the HTTP status to decide"),
+        pytest.param(503, 16, Reason.ENDPOINT_UNAVAILABLE, id="a 5xx stays transient whatever its code"),
+        pytest.param(503, 8, Reason.RATE_LIMITED, id="503 RESOURCE_EXHAUSTED is rate limited"),
+    ],
+)
+async def test_palisade_codes_refine_the_http_status(status: int, code: int, reason: Reason) -> None:
+    error = await failure(reply(status, {"code": code, "message": "nope"}))
+    assert error.reason is reason
+    assert (error.http_status, error.code) == (status, code)
+    assert f"code {code}" in error.message
+
+
+@pytest.mark.parametrize("status", [408, 425])
+async def test_request_timeout_and_too_early_are_transient(status: int) -> None:
+    error = await failure(reply(status, {"code": 2, "message": "try again"}))
+    assert error.reason is Reason.ENDPOINT_UNAVAILABLE
+    assert error.reason not in STALLED_REASONS
+
+
+async def test_a_body_that_fails_to_decompress_is_an_invalid_response() -> None:
+    error = await failure(reply(200, b"this is not gzip", content_type="application/json", content_encoding="gzip"))
+    assert isinstance(error, InvalidResponseError)
+    assert "could not be decoded" in error.message
+    assert "gzip" in error.message
+
+
+def raising_any(exc: Exception) -> SyncHandler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        pytest.param(httpx.StreamClosed(), Reason.ENDPOINT_UNAVAILABLE, id="a stream error"),
+        pytest.param(httpx.InvalidURL("bad \x07 url"), Reason.INVALID_SPEC, id="an invalid URL"),
+        pytest.param(UnicodeError("label too long"), Reason.INVALID_SPEC, id="an IDNA failure"),
+        pytest.param(httpx.ProxyError("no"), Reason.ENDPOINT_UNAVAILABLE, id="a proxy error"),
+        pytest.param(httpx.UnsupportedProtocol("no"), Reason.ENDPOINT_UNAVAILABLE, id="an unsupported protocol"),
+    ],
+)
+async def test_every_httpx_failure_is_an_exchange_error(exc: Exception, reason: Reason) -> None:
+    error = await failure(raising_any(exc))
+    assert error.reason is reason
+
+
+# Redaction of every form of the secret -------------------------------------------------------
+
+ODD_SECRET = 'p@ss w/"quote"+&é%'
+
+
+def _basic(client_id: str, secret: str) -> str:
+    return base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        pytest.param(lambda: ODD_SECRET, id="as is"),
+        pytest.param(lambda: json.dumps(ODD_SECRET)[1:-1], id="JSON-escaped"),
+        pytest.param(lambda: quote(ODD_SECRET, safe=""), id="percent-encoded"),
+        pytest.param(lambda: quote_plus(ODD_SECRET), id="form-encoded"),
+        pytest.param(lambda: _basic(CLIENT_ID, quote(ODD_SECRET, safe="")), id="Basic base64 of id:secret"),
+        pytest.param(lambda: _basic(CLIENT_ID, ODD_SECRET), id="Basic base64 of the raw pair"),
+    ],
+)
+@pytest.mark.parametrize("spec", [PALISADE, OAUTH2, oauth2(clientAuthentication="post")], ids=["json", "basic", "post"])
+async def test_an_echo_of_the_secret_in_any_encoding_is_redacted(
+    echo: Callable[[], str], spec: ClientCredentialSpec
+) -> None:
+    echoed = echo()
+    body = (
+        {"code": 16, "message": f"bad {echoed}"}
+        if spec.provider.value == "palisade"
+        else {
+            "error": "invalid_client",
+            "error_description": f"bad {echoed}",
+        }
+    )
+    error = await failure(reply(401, body), spec=spec, credentials=ClientCredentials(CLIENT_ID, ODD_SECRET))
+    assert echoed not in error.message
+    assert "<redacted>" in error.message
+
+
+def test_a_token_request_never_shows_its_credentials_in_a_repr() -> None:
+    for request in (
+        build_palisade_request(PALISADE_URL, CREDS),
+        build_oauth2_request(OAUTH2_URL, CREDS, OAUTH2),
+        build_oauth2_request(OAUTH2_URL, CREDS, oauth2(clientAuthentication="post")),
+    ):
+        text = repr(request) + str(request)
+        assert SECRET not in text
+        assert _basic(CLIENT_ID, SECRET) not in text
+        assert "Basic" not in text

@@ -26,6 +26,8 @@ from tokensync.renewal import (
     Plan,
     TokenState,
     backoff_delay,
+    clamp_note,
+    min_refresh_interval,
     next_attempt,
     plan,
     readiness,
@@ -74,7 +76,9 @@ def test_stable_fraction_is_deterministic_and_in_the_unit_interval() -> None:
         pytest.param(HOUR, Renewal(), s(2412), id="the default is 67 percent of the lifetime"),
         pytest.param(s(100), Renewal(), s(67), id="the default applies to short lifetimes too"),
         pytest.param(HOUR, Renewal(percent=50), s(1800), id="a custom percent replaces the default"),
-        pytest.param(HOUR, Renewal(percent=1), s(36), id="one percent renews almost at once"),
+        pytest.param(HOUR, Renewal(percent=1), s(360), id="one percent is clamped to ten percent of the lifetime"),
+        pytest.param(HOUR, Renewal(before="59m59s"), s(360), id="a before of almost the lifetime is clamped"),
+        pytest.param(s(5), Renewal(percent=5), s(1), id="the floor is never under one second"),
         pytest.param(HOUR, Renewal(percent=99), s(3564), id="ninety-nine percent renews just before expiry"),
         pytest.param(HOUR, Renewal(before="10m"), s(3000), id="before shorter than lifetime renews that long before"),
         pytest.param(
@@ -268,8 +272,24 @@ def test_backoff_is_stable_for_the_same_seed() -> None:
             Reason.RATE_LIMITED,
             s(600),
             s(60),
+            s(58),
+            id="a Retry-After past a still-valid token's expiry still allows one attempt before it",
+        ),
+        pytest.param(
+            1,
+            Reason.RATE_LIMITED,
             s(600),
-            id="Retry-After is honoured even past a still-valid token's expiry",
+            s(1),
+            s(600),
+            id="the failure of that last attempt is honoured in full",
+        ),
+        pytest.param(
+            1,
+            Reason.RATE_LIMITED,
+            s(30),
+            s(60),
+            s(30),
+            id="a Retry-After before the last chance is honoured",
         ),
     ],
 )
@@ -418,9 +438,9 @@ def test_plan_waits_until_the_jittered_renewal_point() -> None:
                 T0 + HOUR - s(60),
                 failure=failure_at(T0 + HOUR - s(60), reason=Reason.RATE_LIMITED, retry_after=s(600)),
             ),
-            T0 + HOUR + s(540),
-            T0 + HOUR,
-            id="backing off past a still-valid token wakes at its expiry",
+            T0 + HOUR - s(2),
+            T0 + HOUR - s(2),
+            id="a Retry-After past a still-valid token's expiry is cut to one last attempt before it",
         ),
         pytest.param(
             make_input(T0 + HOUR - s(30), failure=failure_at(T0 + HOUR - s(30), attempts=7)),
@@ -491,3 +511,32 @@ def test_a_failed_refresh_request_stays_wanted_but_waits_for_the_backoff(jitter:
     idle = plan(make_input(fresh + s(1), failure=failed))
     assert idle.issue is None
     assert idle.backing_off_until is None
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "policy", "clamped"),
+    [
+        pytest.param(HOUR, Renewal(before="59m59s"), True, id="before of almost the lifetime"),
+        pytest.param(HOUR, Renewal(percent=5), True, id="five percent"),
+        pytest.param(HOUR, Renewal(percent=10), False, id="ten percent is the floor itself"),
+        pytest.param(HOUR, Renewal(before="10m"), False, id="a usual before"),
+        pytest.param(HOUR, Renewal(), False, id="the default"),
+        pytest.param(s(2), Renewal(percent=20), True, id="a tiny lifetime hits the one-second floor"),
+    ],
+)
+def test_clamp_note_says_when_the_settings_ask_for_too_many_refreshes(
+    lifetime: timedelta, policy: Renewal, clamped: bool
+) -> None:
+    note = clamp_note(T0, T0 + lifetime, policy)
+    assert (note is not None) is clamped
+    if note is not None:
+        assert "clamped to" in note
+        assert renewal_time(T0, T0 + lifetime, policy) - T0 == min_refresh_interval(lifetime)
+
+
+def test_a_clamped_policy_refreshes_at_most_ten_times_per_lifetime() -> None:
+    issued, refreshes = T0, 0
+    while issued < T0 + HOUR:
+        issued = renewal_time(issued, issued + HOUR, Renewal(before="59m59s"), seed="uid")
+        refreshes += 1
+    assert refreshes <= 10

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -25,6 +27,7 @@ from tokensync.secrets import (
     ANNOTATION_CREDENTIALS_HASH,
     ANNOTATION_EXPIRES_AT,
     ANNOTATION_ISSUED_AT,
+    ANNOTATION_MANAGED_METADATA,
     ANNOTATION_OWNER,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -36,6 +39,7 @@ from tokensync.secrets import (
     fingerprint,
     ownership,
     read_token,
+    release_patch,
     render_secret,
     secret_patch,
 )
@@ -116,7 +120,8 @@ def live(secret: dict[str, Any], version: str = "5") -> dict[str, Any]:
 
 # fingerprint() -------------------------------------------------------------------------------
 
-BASE_FINGERPRINT = fingerprint(oauth2_spec(), URL, CREDS)
+KEY = b"k" * 32
+BASE_FINGERPRINT = fingerprint(oauth2_spec(), URL, CREDS, KEY)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +149,7 @@ BASE_FINGERPRINT = fingerprint(oauth2_spec(), URL, CREDS)
 def test_fingerprint_changes_with_what_determines_the_token(
     spec: ClientCredentialSpec, url: str, credentials: ClientCredentials
 ) -> None:
-    assert fingerprint(spec, url, credentials) != BASE_FINGERPRINT
+    assert fingerprint(spec, url, credentials, KEY) != BASE_FINGERPRINT
 
 
 @pytest.mark.parametrize(
@@ -169,11 +174,11 @@ def test_fingerprint_changes_with_what_determines_the_token(
     ],
 )
 def test_fingerprint_ignores_cosmetic_spec_fields(spec: ClientCredentialSpec) -> None:
-    assert fingerprint(spec, URL, CREDS) == BASE_FINGERPRINT
+    assert fingerprint(spec, URL, CREDS, KEY) == BASE_FINGERPRINT
 
 
 def test_fingerprint_is_stable_and_short_hex() -> None:
-    assert fingerprint(oauth2_spec(), URL, ClientCredentials("client-1234", CLIENT_SECRET)) == BASE_FINGERPRINT
+    assert fingerprint(oauth2_spec(), URL, ClientCredentials("client-1234", CLIENT_SECRET), KEY) == BASE_FINGERPRINT
     assert len(BASE_FINGERPRINT) == 32
     int(BASE_FINGERPRINT, 16)  # hex only
 
@@ -181,9 +186,17 @@ def test_fingerprint_is_stable_and_short_hex() -> None:
 def test_fingerprint_never_contains_the_secret_or_the_client_id() -> None:
     # A hex-looking secret too: a fingerprint that merely encoded its input would show it.
     for secret in (CLIENT_SECRET, "deadbeefcafe0123456789"):
-        value = fingerprint(oauth2_spec(), URL, ClientCredentials("client-1234", secret))
+        value = fingerprint(oauth2_spec(), URL, ClientCredentials("client-1234", secret), KEY)
         for leak in (secret, secret.encode().hex(), b64(secret), "client-1234"):
             assert leak not in value
+
+
+def test_fingerprint_is_keyed_so_a_reader_cannot_test_guesses_offline() -> None:
+    # Without the key, hashing a guessed secret the way the operator does gives another value.
+    assert fingerprint(oauth2_spec(), URL, CREDS, b"another key" * 3) != BASE_FINGERPRINT
+    guess = ClientCredentials("client-1234", CLIENT_SECRET)
+    unkeyed = hashlib.sha256(json.dumps(sorted(vars(guess).items())).encode()).hexdigest()[:32]
+    assert unkeyed != BASE_FINGERPRINT
 
 
 # render_secret() -----------------------------------------------------------------------------
@@ -301,6 +314,8 @@ def test_annotations_hold_owner_times_hash_and_the_users_annotations() -> None:
         ANNOTATION_ISSUED_AT: "2030-01-01T12:00:00Z",
         ANNOTATION_EXPIRES_AT: "2030-01-01T13:00:00Z",
         ANNOTATION_CREDENTIALS_HASH: FP,
+        ANNOTATION_MANAGED_METADATA: '{"labels":[],"annotations":["argocd.argoproj.io/compare-options",'
+        '"argocd.argoproj.io/sync-options","kustomize.toolkit.fluxcd.io/prune","note"]}',
     }
 
 
@@ -437,7 +452,12 @@ def _ours(**meta_changes: Any) -> dict[str, Any]:
             id="a retained Secret without owner references is ours",
         ),
         pytest.param(
-            _ours(annotations={}), Ownership.OURS, id="our label without an owner annotation is ours (adoption)"
+            _ours(annotations={}), Ownership.OURS, id="our controller reference without an owner annotation is ours"
+        ),
+        pytest.param(
+            _ours(annotations={}, ownerReferences=[]),
+            Ownership.FOREIGN,
+            id="our managed-by label alone is not ours: anyone can set it",
         ),
         pytest.param(
             _ours(ownerReferences=[{**OTHER_OWNER_REF, "controller": False}]),
@@ -446,11 +466,8 @@ def _ours(**meta_changes: Any) -> dict[str, Any]:
         ),
         pytest.param({"metadata": {"name": "palisade"}}, Ownership.FOREIGN, id="a Secret without labels is foreign"),
         pytest.param({}, Ownership.FOREIGN, id="a Secret without metadata is foreign"),
-        pytest.param(_ours(labels={}), Ownership.FOREIGN, id="a Secret without the managed-by label is foreign"),
         pytest.param(
-            _ours(labels={MANAGED_BY_LABEL: "helm"}),
-            Ownership.FOREIGN,
-            id="a Secret managed by another tool is foreign",
+            _ours(labels={}), Ownership.OURS, id="a Secret of ours that lost its label is still ours (and relabelled)"
         ),
         pytest.param(
             _ours(annotations={ANNOTATION_OWNER: "team-a/another"}),
@@ -525,7 +542,10 @@ def test_labels_and_annotations_are_only_added_to() -> None:
     patch = secret_patch(actual, desired, OWNER)
     assert patch is not None
     assert patch["metadata"]["labels"] == {"team": "a"}
-    assert patch["metadata"]["annotations"] == {"note": "new"}
+    assert patch["metadata"]["annotations"] == {
+        "note": "new",
+        ANNOTATION_MANAGED_METADATA: desired["metadata"]["annotations"][ANNOTATION_MANAGED_METADATA],
+    }
     assert "data" not in patch
     patched = merge_patch(actual, patch)
     assert patched["metadata"]["labels"]["gitops/tracked"] == "yes"
@@ -792,3 +812,46 @@ async def test_apply_passes_other_errors_on_at_once(op: str, status: int, actual
         await apply_secret(kube, OWNER, DESIRED, actual)  # type: ignore[arg-type]
     assert info.value.status == status
     assert kube.ops() == [op]
+
+
+def test_labels_and_annotations_dropped_from_the_spec_are_removed_and_others_stay() -> None:
+    before = make_spec(target={"labels": {"team": "a", "tier": "1"}, "annotations": {"note": "x", "keep": "y"}})
+    after = make_spec(target={"labels": {"team": "a"}, "annotations": {"keep": "y"}})
+    actual = live(render_secret(OWNER, before, make_token()))
+    actual["metadata"]["labels"]["gitops/tracked"] = "yes"
+    actual["metadata"]["annotations"]["other-tool/seen"] = "1"
+    patch = secret_patch(actual, render_secret(OWNER, after, make_token()), OWNER)
+    assert patch is not None
+    assert patch["metadata"]["labels"] == {"tier": None}
+    assert patch["metadata"]["annotations"]["note"] is None
+    assert "other-tool/seen" not in patch["metadata"]["annotations"]
+    assert "gitops/tracked" not in patch["metadata"]["labels"]
+
+
+def test_a_secret_from_before_the_managed_metadata_annotation_loses_nothing() -> None:
+    actual = live(render_secret(OWNER, make_spec(target={"labels": {"team": "a"}}), make_token()))
+    del actual["metadata"]["annotations"][ANNOTATION_MANAGED_METADATA]
+    patch = secret_patch(actual, render_secret(OWNER, make_spec(), make_token()), OWNER)
+    assert patch is not None
+    assert "labels" not in patch["metadata"], "without a record of what tokensync set, nothing is removed"
+
+
+def test_a_damaged_managed_metadata_annotation_removes_nothing() -> None:
+    actual = live(render_secret(OWNER, make_spec(target={"labels": {"team": "a"}}), make_token()))
+    actual["metadata"]["annotations"][ANNOTATION_MANAGED_METADATA] = "{not json"
+    patch = secret_patch(actual, render_secret(OWNER, make_spec(), make_token()), OWNER)
+    assert patch is not None
+    assert "labels" not in patch["metadata"]
+
+
+def test_release_patch_hands_the_secret_over_and_keeps_its_data() -> None:
+    actual = live(render_secret(OWNER, make_spec(target={"labels": {"team": "a"}}), make_token()))
+    patch = release_patch(actual, OWNER)
+    meta = patch["metadata"]
+    assert meta["labels"] == {MANAGED_BY_LABEL: None}
+    assert meta["ownerReferences"] is None
+    assert meta["annotations"][ANNOTATION_OWNER] is None
+    assert meta["resourceVersion"] == actual["metadata"]["resourceVersion"]
+    assert "data" not in patch
+    released = merge_patch(actual, patch)
+    assert ownership(released, OWNER) is Ownership.FOREIGN, "a released Secret is never adopted again"

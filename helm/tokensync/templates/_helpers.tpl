@@ -61,6 +61,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* The Lease's name (`--leader-election-id`): the full name, so two releases in one namespace never share a Lease. */}}
+{{- define "tokensync.hashKeySecret" -}}
+{{- include "tokensync.fullname" . }}-hash-key
+{{- end }}
+
+{{/*
+The operator's own Secret: the credentials-hash key, read by name and created once. RBAC cannot
+limit create to a name, so that verb covers Secrets of the release namespace only.
+*/}}
+{{- define "tokensync.hashKeyRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: [{{ include "tokensync.hashKeySecret" . | quote }}]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+{{- end }}
+
 {{- define "tokensync.leaseName" -}}
 {{- include "tokensync.fullname" . }}
 {{- end }}
