@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -156,6 +157,16 @@ class _Inputs:
     version: str
     #: None when the credentials were not read (the Secret's token provably matches them).
     credentials: ClientCredentials | None
+    #: The CA bundle object's resourceVersion ("" without one): not part of the token's identity,
+    #: but a new CA is a reason to retry a failed exchange at once (a TLS failure may be fixed).
+    ca_version: str = ""
+
+    @property
+    def attempt(self) -> str:
+        """What status keeps of a failed attempt's inputs (``lastFailure.inputsHash``)."""
+        if not self.ca_version:
+            return self.fingerprint
+        return hashlib.sha256(f"{self.fingerprint}/{self.ca_version}".encode()).hexdigest()[:32]
 
 
 class Reconciler:
@@ -193,19 +204,20 @@ class Reconciler:
             values[key] = value
         return ClientCredentials(values[ref.client_id_key], values[ref.client_secret_key]), None
 
-    def _ca_bundle_missing(self, sources: Sources, namespace: str, spec: ClientCredentialSpec) -> Failure | None:
-        """The CA bundle object must exist (its data is read only when a token is issued)."""
+    def _ca_version(
+        self, sources: Sources, namespace: str, spec: ClientCredentialSpec
+    ) -> tuple[str | None, Failure | None]:
+        """The CA bundle object's resourceVersion ("" without one); it must exist (its data is
+        read only when a token is issued)."""
         ref = spec.ca_bundle_ref
         if ref is None:
-            return None
-        version = (
-            sources.secret_version((namespace, ref.name))
-            if ref.kind is models.CABundleKind.SECRET
-            else sources.configmap_version((namespace, ref.name))
-        )
+            return "", None
+        secret = ref.kind is models.CABundleKind.SECRET
+        key = (namespace, ref.name)
+        version = sources.secret_version(key) if secret else sources.configmap_version(key)
         if version is None:
-            return Failure(Reason.INVALID_SPEC, f"caBundleRef: {ref.kind} {ref.name!r} not found")
-        return None
+            return None, Failure(Reason.INVALID_SPEC, f"caBundleRef: {ref.kind} {ref.name!r} not found")
+        return version, None
 
     def _ca_bundle(
         self, sources: Sources, namespace: str, spec: ClientCredentialSpec
@@ -250,8 +262,8 @@ class Reconciler:
         if version is None:
             return None, self._credentials(namespace, spec, None)[1]
         current = inputs_version(spec, url, version)
-        failure = self._ca_bundle_missing(sources, namespace, spec)
-        if failure is not None:
+        ca_version, failure = self._ca_version(sources, namespace, spec)
+        if ca_version is None:
             return None, failure
         annotations = ((target or {}).get("metadata") or {}).get("annotations") or {}
         stored_fingerprint = annotations.get(ANNOTATION_CREDENTIALS_HASH)
@@ -260,11 +272,14 @@ class Reconciler:
             and token.fingerprint == stored_fingerprint
             and annotations.get(ANNOTATION_INPUTS_VERSION) == current
         ):
-            return _Inputs(url, token.fingerprint, current, None), None
+            return _Inputs(url, token.fingerprint, current, None, ca_version), None
         credentials, failure = self._credentials(namespace, spec, sources.secret_data(key))
         if credentials is None:
             return None, failure
-        return _Inputs(url, fingerprint(spec, url, credentials, self.hash_key), current, credentials), None
+        return (
+            _Inputs(url, fingerprint(spec, url, credentials, self.hash_key), current, credentials, ca_version),
+            None,
+        )
 
     # one round -------------------------------------------------------------------------------
 
@@ -378,7 +393,7 @@ class Reconciler:
             token = await self.issuer.issue(request, accept=acceptable, minted_after=now if wanted else None)
         except ExchangeError as exc:
             result.failure = Failure(
-                exc.reason, exc.message, exc.http_status, exc.code, exc.retry_after, request.fingerprint
+                exc.reason, exc.message, exc.http_status, exc.code, exc.retry_after, inputs.attempt
             )
             result.refresh_pending = wanted
             logger_for(owner).warning("Token exchange failed (%s): %s", exc.reason, exc.message)

@@ -16,6 +16,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import trustme
+
 from tokensync.dev.cluster import FakeCluster
 from tokensync.dev.tokenserver import DevTokenServer
 
@@ -224,4 +226,34 @@ async def test_a_renewal_that_would_refresh_too_often_is_clamped_and_reported(
     assert token_server.issued - start >= 2, "the clamped schedule still refreshes"
     clamped = [e for e in seeded.events() if e.get("reason") == "RenewalClamped"]
     assert sum(e.get("count") or 1 for e in clamped) == 1, "reported once, not on every refresh"
+    assert_clean(logs, CLIENT_SECRET, *token_server.tokens)
+
+
+# CA bundles in ConfigMaps are watched --------------------------------------------------------
+
+
+async def test_a_ca_bundle_configmap_created_later_is_picked_up_at_once(
+    seeded: Api, token_server: DevTokenServer, operator: OperatorRunner, logs: LogCapture
+) -> None:
+    spec = cc_spec(token_server, caBundleRef={"kind": "ConfigMap", "name": "late-ca", "key": "ca.crt"})
+    seeded.create_cc("palisade", spec)
+    await eventually(lambda: has_condition(seeded, "palisade", "Ready", "False", "InvalidSpec"))
+    seeded.put_configmap("late-ca", {"ca.crt": token_server.ca_pem.decode()})
+    # The stalled backoff would be 4-5 s at least; the ConfigMap's watch event wakes it sooner.
+    await eventually(lambda: has_condition(seeded, "palisade", "Ready", "True"), timeout=4)
+    assert_clean(logs, CLIENT_SECRET, *token_server.tokens)
+
+
+async def test_fixing_the_ca_bundle_retries_a_tls_failure_at_once(
+    seeded: Api, token_server: DevTokenServer, operator: OperatorRunner, logs: LogCapture
+) -> None:
+    seeded.put_configmap("corp-ca", {"ca.crt": trustme.CA().cert_pem.bytes().decode()})
+    spec = cc_spec(token_server, caBundleRef={"kind": "ConfigMap", "name": "corp-ca", "key": "ca.crt"})
+    seeded.create_cc("palisade", spec)
+    # Three TLS failures: the next attempt is 16-20 s away.
+    await eventually(lambda: seeded.status("palisade").get("failedAttempts", 0) >= 3, timeout=40)
+    assert "TLS" in last_failure(seeded, "palisade")["message"]
+    seeded.core.patch_namespaced_config_map("corp-ca", NAMESPACE, {"data": {"ca.crt": token_server.ca_pem.decode()}})
+    await eventually(lambda: has_condition(seeded, "palisade", "Ready", "True"), timeout=8)
+    assert token_server.issued == 1
     assert_clean(logs, CLIENT_SECRET, *token_server.tokens)
