@@ -36,6 +36,8 @@ class StoredToken:
     expires_at: datetime
     #: ``fingerprint()`` of the inputs it was minted from.
     fingerprint: str
+    #: Where its lifetime came from: ``expires_in``, a JWT ``exp`` claim, or ``spec.defaultLifetime``.
+    lifetime_source: str = "ExpiresIn"
 
     def __repr__(self) -> str:
         return f"StoredToken(expires_at={self.expires_at.isoformat()}, fingerprint={self.fingerprint[:8]}…)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -37,14 +38,17 @@ from pydantic import BaseModel, ValidationError
 
 from . import __version__
 from .models import (
+    MAX_LIFETIME_SECONDS,
     ClientAuthentication,
     ClientCredentialSpec,
+    LifetimeSource,
     OAuth2ErrorBody,
     OAuth2TokenResponse,
     PalisadeErrorBody,
     PalisadeTokenResponse,
     Provider,
     Reason,
+    parse_duration,
     validation_summary,
 )
 
@@ -75,9 +79,15 @@ class IssuedToken:
     token_type: str
     scope: str
     expires_in: int
+    lifetime_source: LifetimeSource = LifetimeSource.EXPIRES_IN
+    #: The absolute expiry when the token says it itself (a JWT's ``exp``, seconds since the epoch).
+    expires_at_epoch: int | None = None
 
     def __repr__(self) -> str:
-        return f"IssuedToken(token_type={self.token_type!r}, scope={self.scope!r}, expires_in={self.expires_in})"
+        return (
+            f"IssuedToken(token_type={self.token_type!r}, scope={self.scope!r}, expires_in={self.expires_in}, "
+            f"lifetime_source={self.lifetime_source.value})"
+        )
 
 
 # Errors --------------------------------------------------------------------------------------
@@ -301,7 +311,50 @@ def _describe_body(body: bytes, content_type: str) -> str:
     return f"a body that is not the expected JSON ({content_type or 'no content type'})"
 
 
-def parse_success(provider: Provider, body: bytes) -> IssuedToken:
+def jwt_expiry(token: str) -> int | None:
+    """The ``exp`` claim of a JWT access token, or None when the token is not a JWT with one.
+
+    Decoded only, never verified: tokensync does not hold the issuer's keys and does not need to
+    trust the token, only to know when to replace it (a forged ``exp`` hurts no one but its holder).
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return int(exp)
+
+
+def _missing_lifetime(parsed: OAuth2TokenResponse, default_lifetime: timedelta | None, now: datetime) -> IssuedToken:
+    """An RFC 6749 answer without ``expires_in``: the JWT's ``exp``, else ``spec.defaultLifetime``."""
+    exp = jwt_expiry(parsed.access_token)
+    if exp is not None:
+        remaining = exp - int(now.timestamp())
+        if remaining <= 0:
+            raise InvalidResponseError(
+                "the endpoint answered 200 with a JWT access token whose exp claim has passed", http_status=200
+            )
+        if remaining > MAX_LIFETIME_SECONDS:
+            raise InvalidResponseError("the JWT access token's exp claim is more than a year away", http_status=200)
+        return IssuedToken(parsed.access_token, parsed.token_type, parsed.scope, remaining, LifetimeSource.JWT, exp)
+    if default_lifetime is not None:
+        seconds = int(default_lifetime.total_seconds())
+        return IssuedToken(parsed.access_token, parsed.token_type, parsed.scope, seconds, LifetimeSource.DEFAULT)
+    raise InvalidResponseError(
+        "the endpoint answered 200 without expires_in, and the access token is not a JWT with an exp claim:"
+        " set spec.defaultLifetime, or have the server send expires_in",
+        http_status=200,
+    )
+
+
+def parse_success(
+    provider: Provider, body: bytes, *, default_lifetime: timedelta | None = None, now: datetime | None = None
+) -> IssuedToken:
     data = _json(body)
     if not isinstance(data, dict):
         raise InvalidResponseError("the endpoint answered 200 with a body that is not a JSON object", http_status=200)
@@ -319,10 +372,7 @@ def parse_success(provider: Provider, body: bytes) -> IssuedToken:
         return IssuedToken(parsed.access_token, parsed.token_type, parsed.scope, parsed.expires_in)
     assert isinstance(parsed, OAuth2TokenResponse)
     if parsed.expires_in is None:
-        raise InvalidResponseError(
-            "the endpoint answered 200 without expires_in: tokensync needs the token's lifetime",
-            http_status=200,
-        )
+        return _missing_lifetime(parsed, default_lifetime, now or datetime.now(UTC))
     return IssuedToken(parsed.access_token, parsed.token_type, parsed.scope, parsed.expires_in)
 
 
@@ -506,5 +556,6 @@ async def exchange(
         # Raised outside the except block: httpx's error holds the request, credentials included.
         raise failure
     if response.status_code == 200:
-        return parse_success(spec.provider, body)
+        default = parse_duration(spec.default_lifetime) if spec.default_lifetime else None
+        return parse_success(spec.provider, body, default_lifetime=default)
     raise parse_failure(spec.provider, response.status_code, response.headers, body, request.secrets)

@@ -19,7 +19,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from . import exchange as ex
@@ -139,13 +139,17 @@ class Issuer:
                     if self._metrics is not None:
                         elapsed = asyncio.get_running_loop().time() - started
                         self._metrics.exchange_done(host, reason, elapsed)
+        expires_at = issued_at + timedelta(seconds=issued.expires_in)
+        if issued.expires_at_epoch is not None:  # the token's own word (a JWT's exp), to the second
+            expires_at = datetime.fromtimestamp(issued.expires_at_epoch, UTC)
         return StoredToken(
             access_token=issued.access_token,
             token_type=issued.token_type,
             scope=issued.scope,
             issued_at=issued_at,
-            expires_at=issued_at + timedelta(seconds=issued.expires_in),
+            expires_at=expires_at,
             fingerprint=request.fingerprint,
+            lifetime_source=issued.lifetime_source.value,
         )
 
     async def aclose(self) -> None:

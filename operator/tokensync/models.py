@@ -262,6 +262,14 @@ class Target(_Model):
     )
 
 
+class LifetimeSource(enum.StrEnum):
+    """Where a token's lifetime came from (``status.lifetimeSource``)."""
+
+    EXPIRES_IN = "ExpiresIn"
+    JWT = "JWT"
+    DEFAULT = "Default"
+
+
 class RolloutRestartTarget(_Model):
     kind: WorkloadKind = Field(description="Deployment, StatefulSet or DaemonSet.")
     name: ObjectName = Field(description="Name of the workload in the same namespace.")
@@ -281,6 +289,17 @@ class ClientCredentialSpec(_Model):
                 cel(
                     "!has(self.provider) || self.provider != 'oauth2' || has(self.tokenURL)",
                     "tokenURL is required when provider is oauth2",
+                ),
+                cel(
+                    "!has(self.defaultLifetime) || (has(self.provider) && self.provider == 'oauth2')",
+                    "defaultLifetime is only used with provider oauth2 (Palisade always sends expiresIn)",
+                    ".defaultLifetime",
+                ),
+                cel(
+                    "!has(self.defaultLifetime) || (duration(self.defaultLifetime) >= duration('10s') && "
+                    f"duration(self.defaultLifetime) <= duration('{MAX_DURATION}'))",
+                    f"defaultLifetime must be between 10s and {MAX_DURATION}",
+                    ".defaultLifetime",
                 ),
             ]
         }
@@ -319,6 +338,12 @@ class ClientCredentialSpec(_Model):
         alias="extraParams",
         description="oauth2 only: extra form parameters.",
     )
+    default_lifetime: Duration | None = Field(
+        default=None,
+        alias="defaultLifetime",
+        description="oauth2 only: the lifetime to assume when the server sends no expires_in and the access "
+        "token is not a JWT with an exp claim (e.g. 30m). Between 10s and 8760h.",
+    )
     ca_bundle_ref: CABundleRef | None = Field(default=None, alias="caBundleRef")
     renewal: Renewal = Field(default_factory=Renewal)
     target: Target = Field(default_factory=Target)
@@ -329,6 +354,13 @@ class ClientCredentialSpec(_Model):
         description="Workloads to restart when the token changes.",
     )
     suspend: bool = Field(default=False, description="Stop refreshing; the current token is left in place.")
+
+    @field_validator("default_lifetime")
+    @classmethod
+    def _lifetime_bounded(cls, value: str | None) -> str | None:
+        if value is not None and not (parse_duration("10s") <= parse_duration(value) <= parse_duration(MAX_DURATION)):
+            raise ValueError(f"defaultLifetime must be between 10s and {MAX_DURATION}")
+        return value
 
     def effective_token_url(self) -> str | None:
         if self.token_url:
@@ -414,6 +446,16 @@ class LastFailure(_Model):
     )
 
 
+class RolloutRestartStatus(_Model):
+    """The last rollout restart tokensync made for a new token."""
+
+    time: datetime = Field(description="When the workloads were restarted.")
+    restarted: list[str] = Field(default_factory=list, description="Kind/name of each workload restarted.")
+    failed: list[str] = Field(
+        default_factory=list, description="Kind/name: why, for each workload that could not be restarted."
+    )
+
+
 class ClientCredentialStatus(_Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     conditions: list[Condition] = Field(default_factory=list)
@@ -423,6 +465,11 @@ class ClientCredentialStatus(_Model):
     issued_at: datetime | None = Field(default=None, alias="issuedAt")
     expires_at: datetime | None = Field(default=None, alias="expiresAt")
     renewal_time: datetime | None = Field(default=None, alias="renewalTime")
+    lifetime_source: LifetimeSource | None = Field(
+        default=None,
+        alias="lifetimeSource",
+        description="Where the token's lifetime came from: ExpiresIn, JWT (the exp claim) or Default.",
+    )
     failed_attempts: int = Field(default=0, alias="failedAttempts")
     last_failure_time: datetime | None = Field(default=None, alias="lastFailureTime")
     last_failure: LastFailure | None = Field(default=None, alias="lastFailure")
@@ -431,6 +478,7 @@ class ClientCredentialStatus(_Model):
         alias="lastRefreshRequest",
         description="The value of the tokensync.io/refresh-requested-at annotation last acted on.",
     )
+    last_rollout_restart: RolloutRestartStatus | None = Field(default=None, alias="lastRolloutRestart")
     pending_refresh_request: str | None = Field(
         default=None,
         alias="pendingRefreshRequest",

@@ -36,6 +36,7 @@ from .kubeapi import SECRETS, KubeClient, KubeError
 from .metrics import Metrics
 from .models import PRECONDITION_REASONS, ClientCredentialSpec, ClientCredentialStatus, Reason, validation_summary
 from .references import Loaded
+from .rollout import restart_workloads
 from .secrets import (
     ANNOTATION_CREDENTIALS_HASH,
     ANNOTATION_INPUTS_VERSION,
@@ -135,6 +136,7 @@ class _Round:
     refresh_fulfilled: str | None = None
     #: A refresh request still waiting for a token (kept in status across restarts).
     refresh_pending: str | None = None
+    rollout_targets: list[models.RolloutRestartTarget] = field(default_factory=list)
 
 
 def _decode(data: Mapping[str, str], key: str) -> str | None:
@@ -299,7 +301,12 @@ class Reconciler:
                 secret_name=name,
             )
 
-        result = _Round(renewal=spec.renewal, secret_name=spec.target_name(name), suspended=spec.suspend)
+        result = _Round(
+            renewal=spec.renewal,
+            secret_name=spec.target_name(name),
+            suspended=spec.suspend,
+            rollout_targets=spec.rollout_restart_targets,
+        )
         target = sources.target((namespace, result.secret_name))
         record.secret_version = ((target or {}).get("metadata") or {}).get("resourceVersion")
         if ownership(target, owner) is Ownership.FOREIGN:
@@ -357,7 +364,7 @@ class Reconciler:
                 inputs_changed_since_failure=failure is not None
                 and (
                     failure.reason in PRECONDITION_REASONS
-                    or (failed_hash is not None and failed_hash != inputs.fingerprint)
+                    or (failed_hash is not None and failed_hash != inputs.attempt)
                 ),
                 refresh_requested=fresh_request is not None,
                 refresh_pending=result.refresh_pending is not None,
@@ -541,6 +548,9 @@ class Reconciler:
         note = (
             renewal.clamp_note(token_state.issued_at, token_state.expires_at, result.renewal) if token_state else None
         )
+        rollout = None
+        if delivered and result.rollout_targets and (result.held is not None or old.issued_at is not None):
+            rollout = await self._restart_workloads(body, result.rollout_targets, now)
         situation = Situation(
             now=now,
             generation=meta.get("generation"),
@@ -557,6 +567,7 @@ class Reconciler:
             last_refresh_request=result.refresh_fulfilled or old.last_refresh_request,
             pending_refresh_request=result.refresh_pending,
             renewal_note=note,
+            rollout=rollout,
         )
         new = build_status(old, situation)
         new_json = to_json(new)
@@ -577,6 +588,25 @@ class Reconciler:
                 renewal_at=new.renewal_time,
             )
         return wake_at
+
+    async def _restart_workloads(
+        self, body: Mapping[str, Any], targets: list[models.RolloutRestartTarget], now: datetime
+    ) -> models.RolloutRestartStatus:
+        """A new token replaced another: restart the workloads that read it only at start-up."""
+        meta = body["metadata"]
+        outcome = await restart_workloads(self.kube, meta["namespace"], targets, now)
+        log = logger_for(Owner("", "", meta["name"], meta["namespace"], ""))
+        if outcome.restarted:
+            message = "restarted " + ", ".join(outcome.restarted) + " for the new token"
+            log.info("%s.", message.capitalize())
+            await self.post_event(body, Event("Normal", "RolloutRestarted", message))
+        if outcome.failed:
+            message = "could not restart " + "; ".join(outcome.failed)
+            log.warning("%s.", message.capitalize())
+            await self.post_event(body, Event("Warning", "RolloutRestartFailed", message))
+        return models.RolloutRestartStatus(
+            time=now.replace(microsecond=0), restarted=list(outcome.restarted), failed=list(outcome.failed)
+        )
 
 
 def compact_json(value: Any) -> str:

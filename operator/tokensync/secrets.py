@@ -33,6 +33,8 @@ ANNOTATION_OWNER = "tokensync.io/owner"
 ANNOTATION_ISSUED_AT = "tokensync.io/issued-at"
 ANNOTATION_EXPIRES_AT = "tokensync.io/expires-at"
 ANNOTATION_CREDENTIALS_HASH = "tokensync.io/credentials-hash"
+#: Where the token's lifetime came from (models.LifetimeSource): status reports it after a restart too.
+ANNOTATION_LIFETIME_SOURCE = "tokensync.io/lifetime-source"
 #: Which spec and which credentials Secret version the token was minted from (``inputs_version()``):
 #: after a restart the operator compares it with the cached versions instead of reading every
 #: credentials Secret again.
@@ -46,6 +48,7 @@ OWN_ANNOTATIONS = (
     ANNOTATION_ISSUED_AT,
     ANNOTATION_EXPIRES_AT,
     ANNOTATION_CREDENTIALS_HASH,
+    ANNOTATION_LIFETIME_SOURCE,
     ANNOTATION_INPUTS_VERSION,
     ANNOTATION_MANAGED_METADATA,
 )
@@ -178,6 +181,7 @@ def render_secret(
         ANNOTATION_ISSUED_AT: rfc3339(token.issued_at),
         ANNOTATION_EXPIRES_AT: rfc3339(token.expires_at),
         ANNOTATION_CREDENTIALS_HASH: token.fingerprint,
+        ANNOTATION_LIFETIME_SOURCE: token.lifetime_source,
         ANNOTATION_MANAGED_METADATA: managed_metadata(labels, {**GITOPS_ANNOTATIONS, **spec.target.annotations}),
     }
     if inputs is not None:
@@ -259,6 +263,11 @@ def release_patch(actual: Mapping[str, Any], owner: Owner) -> dict[str, Any]:
     }
 
 
+def _lifetime_source(value: str | None) -> str:
+    known = {source.value for source in models.LifetimeSource}
+    return value if value in known else models.LifetimeSource.EXPIRES_IN.value
+
+
 def read_token(secret: Mapping[str, Any] | None) -> StoredToken | None:
     """The token a tokensync Secret holds, or ``None`` if it is missing or damaged."""
     if secret is None:
@@ -274,6 +283,7 @@ def read_token(secret: Mapping[str, Any] | None) -> StoredToken | None:
             issued_at=parse_rfc3339(annotations[ANNOTATION_ISSUED_AT]),
             expires_at=parse_rfc3339(_unb64(data[KEY_EXPIRES_AT])),
             fingerprint=annotations[ANNOTATION_CREDENTIALS_HASH],
+            lifetime_source=_lifetime_source(annotations.get(ANNOTATION_LIFETIME_SOURCE)),
         )
     except (KeyError, ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         return None

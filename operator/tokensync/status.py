@@ -18,7 +18,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .core import StoredToken, rfc3339
-from .models import PRECONDITION_REASONS, ClientCredentialStatus, Condition, LastFailure, Reason
+from .models import (
+    PRECONDITION_REASONS,
+    ClientCredentialStatus,
+    Condition,
+    LastFailure,
+    LifetimeSource,
+    Reason,
+    RolloutRestartStatus,
+)
 from .renewal import FailureRecord, Verdict, is_stalled
 
 READY = "Ready"
@@ -118,6 +126,8 @@ class Situation:
     pending_refresh_request: str | None = None
     #: Set when the renewal settings were clamped (``renewal.clamp_note``).
     renewal_note: str | None = None
+    #: Set when workloads were restarted this round (otherwise the last record is kept).
+    rollout: RolloutRestartStatus | None = None
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str, situation: Situation) -> Condition:
@@ -210,11 +220,13 @@ def build_status(old: ClientCredentialStatus, situation: Situation) -> ClientCre
         issued_at=token.issued_at if token else None,
         expires_at=token.expires_at if token else None,
         renewal_time=s.renewal_time if token else None,
+        lifetime_source=LifetimeSource(token.lifetime_source) if token else None,
         failed_attempts=failed_attempts,
         last_failure_time=last_failure_time,
         last_failure=last_failure,
         last_refresh_request=s.last_refresh_request,
         pending_refresh_request=s.pending_refresh_request,
+        last_rollout_restart=s.rollout or old.last_rollout_restart,
     )
 
 
@@ -224,6 +236,9 @@ def to_json(status: ClientCredentialStatus) -> dict[str, Any]:
     for key in ("issuedAt", "expiresAt", "renewalTime", "lastFailureTime"):
         if key in data:
             data[key] = rfc3339(datetime.fromisoformat(data[key].replace("Z", "+00:00")))
+    if "lastRolloutRestart" in data:
+        moment = datetime.fromisoformat(data["lastRolloutRestart"]["time"].replace("Z", "+00:00"))
+        data["lastRolloutRestart"]["time"] = rfc3339(moment.astimezone(UTC))
     for condition in data.get("conditions", []):
         moment = datetime.fromisoformat(condition["lastTransitionTime"].replace("Z", "+00:00"))
         condition["lastTransitionTime"] = rfc3339(moment.astimezone(UTC))

@@ -469,6 +469,8 @@ OAUTH2_URL = ".spec", "tokenURL is required when provider is oauth2"
 EXCLUSIVE = ".spec.renewal", "renewal.percent and renewal.before are exclusive"
 PERCENT = ".spec.renewal", "renewal.percent must be between 1 and 99"
 BEFORE_MAX = ".spec.renewal", "renewal.before must be at most 8760h"
+LIFETIME_OAUTH2 = ".spec", "defaultLifetime is only used with provider oauth2 (Palisade always sends expiresIn)"
+LIFETIME_RANGE = ".spec", "defaultLifetime must be between 10s and 8760h"
 RESERVED = ".spec.target.template", "template keys must not replace accessToken, tokenType, expiresAt or scope"
 
 
@@ -505,6 +507,14 @@ RESERVED = ".spec.target.template", "template keys must not replace accessToken,
         pytest.param(BEFORE_MAX, {"before": "1h30m"}, True, id="before 1h30m is accepted"),
         pytest.param(BEFORE_MAX, {"before": "8760h1s"}, False, id="before past a year is rejected"),
         pytest.param(BEFORE_MAX, {"percent": 50}, True, id="no before passes the bound"),
+        pytest.param(LIFETIME_OAUTH2, {"provider": "oauth2", "defaultLifetime": "30m"}, True, id="oauth2 lifetime"),
+        pytest.param(
+            LIFETIME_OAUTH2, {"provider": "palisade", "defaultLifetime": "30m"}, False, id="palisade lifetime"
+        ),
+        pytest.param(LIFETIME_OAUTH2, {"provider": "palisade"}, True, id="no defaultLifetime at all"),
+        pytest.param(LIFETIME_RANGE, {"defaultLifetime": "10s"}, True, id="a 10s default lifetime"),
+        pytest.param(LIFETIME_RANGE, {"defaultLifetime": "9s"}, False, id="a 9s default lifetime"),
+        pytest.param(LIFETIME_RANGE, {"defaultLifetime": "8761h"}, False, id="a default lifetime over a year"),
     ],
 )
 def test_cel_rules_evaluate_as_intended(which: tuple[str, str], value: dict[str, Any], expected: bool) -> None:
@@ -892,6 +902,7 @@ def test_oauth2_has_no_default_token_url() -> None:
         pytest.param({"tokenURL": "https://u:p@a.example/t"}, id="userinfo in the tokenURL"),
         pytest.param({"renewal": {"before": "99999999999999h"}}, id="an overflowing before"),
         pytest.param({"renewal": {"before": "8761h"}}, id="a before over a year"),
+        pytest.param({"provider": "oauth2", "tokenURL": "https://a.example/t", "defaultLifetime": "1s"}, id="1s"),
     ],
 )
 def test_the_model_rejects_what_the_crd_rejects(changes: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import json
 import ssl
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, unquote_plus
 
@@ -39,9 +39,11 @@ from tokensync.exchange import (
     build_palisade_request,
     exchange,
     host_allowed,
+    jwt_expiry,
+    parse_success,
     ssl_context,
 )
-from tokensync.models import STALLED_REASONS, ClientCredentialSpec, Reason
+from tokensync.models import STALLED_REASONS, ClientCredentialSpec, LifetimeSource, Provider, Reason
 
 CLIENT_ID = "client-1234"
 SECRET = "s3cr3t-Zq9Kx7Wm"
@@ -1071,3 +1073,72 @@ def test_a_token_request_never_shows_its_credentials_in_a_repr() -> None:
         assert SECRET not in text
         assert _basic(CLIENT_ID, SECRET) not in text
         assert "Basic" not in text
+
+
+# Lifetime from any OAuth 2.0 server: expires_in, a JWT's exp, or spec.defaultLifetime --------
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def test_expires_in_wins_over_a_jwt_exp() -> None:
+    body = json.dumps(
+        {"access_token": jwt({"exp": int(NOW.timestamp()) + 60}), "token_type": "Bearer", "expires_in": 300}
+    )
+    token = parse_success(Provider.OAUTH2, body.encode(), now=NOW)
+    assert (token.expires_in, token.lifetime_source) == (300, LifetimeSource.EXPIRES_IN)
+
+
+def test_a_jwt_without_expires_in_lives_until_its_exp() -> None:
+    exp = int(NOW.timestamp()) + 900
+    body = json.dumps({"access_token": jwt({"exp": exp, "sub": "client"}), "token_type": "Bearer"})
+    token = parse_success(Provider.OAUTH2, body.encode(), default_lifetime=timedelta(minutes=5), now=NOW)
+    assert (token.expires_in, token.lifetime_source, token.expires_at_epoch) == (900, LifetimeSource.JWT, exp)
+
+
+def test_an_opaque_token_without_expires_in_takes_the_default_lifetime() -> None:
+    body = json.dumps({"access_token": "opaque-token", "token_type": "Bearer"})
+    token = parse_success(Provider.OAUTH2, body.encode(), default_lifetime=timedelta(minutes=5), now=NOW)
+    assert (token.expires_in, token.lifetime_source, token.expires_at_epoch) == (300, LifetimeSource.DEFAULT, None)
+
+
+@pytest.mark.parametrize(
+    ("access_token", "fragment"),
+    [
+        pytest.param("opaque-token", "set spec.defaultLifetime", id="an opaque token"),
+        pytest.param(jwt({"sub": "x"}), "set spec.defaultLifetime", id="a JWT without exp"),
+        pytest.param(jwt({"exp": "tomorrow"}), "set spec.defaultLifetime", id="a JWT with a text exp"),
+        pytest.param("a.b.c", "set spec.defaultLifetime", id="three parts that are not a JWT"),
+        pytest.param(jwt({"exp": int(NOW.timestamp()) - 5}), "has passed", id="a JWT already expired"),
+        pytest.param(
+            jwt({"exp": int(NOW.timestamp()) + 10 * 366 * 86400}), "more than a year", id="a JWT for 10 years"
+        ),
+    ],
+)
+def test_no_usable_lifetime_is_an_invalid_response_naming_the_remedies(access_token: str, fragment: str) -> None:
+    body = json.dumps({"access_token": access_token, "token_type": "Bearer"})
+    with pytest.raises(InvalidResponseError) as info:
+        parse_success(Provider.OAUTH2, body.encode(), now=NOW)
+    assert fragment in info.value.message
+    assert access_token not in info.value.message
+
+
+def test_jwt_expiry_reads_only_well_formed_claims() -> None:
+    assert jwt_expiry(jwt({"exp": 1893456000})) == 1893456000
+    assert jwt_expiry(jwt({"exp": 1893456000.7})) == 1893456000
+    assert jwt_expiry(jwt({"exp": True})) is None
+    assert jwt_expiry("not-a-jwt") is None
+    assert jwt_expiry("a.%%%.c") is None
+
+
+async def test_the_exchange_uses_the_specs_default_lifetime() -> None:
+    spec = oauth2(defaultLifetime="10m")
+    token = await run(reply(200, {"access_token": TOKEN, "token_type": "Bearer"}), spec=spec)
+    assert (token.expires_in, token.lifetime_source) == (600, LifetimeSource.DEFAULT)

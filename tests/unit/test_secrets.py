@@ -314,6 +314,7 @@ def test_annotations_hold_owner_times_hash_and_the_users_annotations() -> None:
         ANNOTATION_ISSUED_AT: "2030-01-01T12:00:00Z",
         ANNOTATION_EXPIRES_AT: "2030-01-01T13:00:00Z",
         ANNOTATION_CREDENTIALS_HASH: FP,
+        "tokensync.io/lifetime-source": "ExpiresIn",
         ANNOTATION_MANAGED_METADATA: '{"labels":[],"annotations":["argocd.argoproj.io/compare-options",'
         '"argocd.argoproj.io/sync-options","kustomize.toolkit.fluxcd.io/prune","note"]}',
     }
@@ -855,3 +856,12 @@ def test_release_patch_hands_the_secret_over_and_keeps_its_data() -> None:
     assert "data" not in patch
     released = merge_patch(actual, patch)
     assert ownership(released, OWNER) is Ownership.FOREIGN, "a released Secret is never adopted again"
+
+
+@pytest.mark.parametrize(("source", "read"), [("JWT", "JWT"), ("Default", "Default"), ("bogus", "ExpiresIn")])
+def test_the_lifetime_source_round_trips_and_a_tampered_one_reads_as_expires_in(source: str, read: str) -> None:
+    secret = live(render_secret(OWNER, make_spec(), make_token()))
+    secret["metadata"]["annotations"]["tokensync.io/lifetime-source"] = source
+    token = read_token(secret)
+    assert token is not None
+    assert token.lifetime_source == read
