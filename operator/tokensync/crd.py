@@ -70,7 +70,10 @@ PRINTER_COLUMNS = [
         "priority": 1,
     },
     {"name": "Secret", "type": "string", "jsonPath": ".status.secretName"},
-    {"name": "Expires", "type": "date", "jsonPath": ".status.expiresAt"},
+    # "string", not "date": the API server renders a date column as the time *since* it, so a future
+    # expiry would read "<invalid>". The timestamp itself reads right (RFC 3339, UTC).
+    {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
+    {"name": "Renews", "type": "string", "jsonPath": ".status.renewalTime", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

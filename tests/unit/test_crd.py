@@ -297,13 +297,15 @@ def test_printer_columns() -> None:
     by_name = {c["name"]: c for c in columns}
     assert by_name["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert by_name["Secret"]["jsonPath"] == ".status.secretName"
-    assert by_name["Expires"] == {"name": "Expires", "type": "date", "jsonPath": ".status.expiresAt"}
+    # Not "date": the API server shows a date as the age since it, "<invalid>" for a future expiry.
+    assert by_name["Expires"] == {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"}
+    assert by_name["Renews"] == {"name": "Renews", "type": "string", "jsonPath": ".status.renewalTime", "priority": 1}
     assert by_name["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     for column in columns:
         assert column["type"] in {"string", "integer", "number", "boolean", "date"}
 
 
-@pytest.mark.parametrize("field", ["secretName", "expiresAt", "conditions"])
+@pytest.mark.parametrize("field", ["secretName", "expiresAt", "renewalTime", "conditions"])
 def test_printer_columns_point_at_status_fields(field: str) -> None:
     assert field in STATUS["properties"]
 
