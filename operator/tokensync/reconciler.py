@@ -494,13 +494,7 @@ class Reconciler:
 
         uid = meta.get("uid", "")
         token_state = _state(result.token)
-        # A new token reached the Secret (just minted, or kept in memory while its write was
-        # refused): what ends a failure record and is worth an event. A restored Secret is not news.
-        delivered = (
-            result.synced
-            and result.token is not None
-            and (result.issued or (result.token != result.held and not same_token(old, result.token)))
-        )
+        delivered = _delivered(result, old)
         inp = renewal.Input(
             now=now,
             token=token_state,
@@ -524,22 +518,7 @@ class Reconciler:
         else:
             new_record = None
         inp = dataclasses.replace(inp, failure=new_record)
-        retry_at: datetime | None = None
-        if result.suspended:
-            wake_at = token_state.expires_at if token_state and not_ready is None else None
-        else:
-            # The same policy that decided this round decides the next wake-up, so a round
-            # that did nothing can never ask to run again at once.
-            decision = renewal.plan(inp)
-            if decision.issue is not None:
-                wake_at = now + renewal.MIN_RETRY_DELAY  # e.g. a lifetime shorter than a round
-            else:
-                wake_at, retry_at = decision.wake_at, decision.backing_off_until
-            if result.write_failed and new_record is not None:
-                # The token to write is in memory: retry the write on the backoff, not at renewal.
-                valid_until = token_state.expires_at if token_state else None
-                retry_at = renewal.next_attempt(new_record, valid_until, uid)
-                wake_at = min(wake_at, retry_at) if wake_at else retry_at
+        wake_at, retry_at = _next_wake(result, inp, now)
         renewal_at = (
             renewal.renewal_time(token_state.issued_at, token_state.expires_at, result.renewal, uid)
             if token_state
@@ -607,6 +586,34 @@ class Reconciler:
         return models.RolloutRestartStatus(
             time=now.replace(microsecond=0), restarted=list(outcome.restarted), failed=list(outcome.failed)
         )
+
+
+def _delivered(result: _Round, old: ClientCredentialStatus) -> bool:
+    """A new token reached the Secret (just minted, or kept in memory while its write was refused):
+    what ends a failure record and is worth an event. A restored Secret is not news."""
+    if not result.synced or result.token is None:
+        return False
+    return result.issued or (result.token != result.held and not same_token(old, result.token))
+
+
+def _next_wake(result: _Round, inp: renewal.Input, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """When to run the next round, and when a retry is planned (for status), from the same policy
+    that decided this round: a round that did nothing can never ask to run again at once."""
+    token = inp.token
+    if result.suspended:
+        ready = token is not None and renewal.readiness(inp) is None
+        return (token.expires_at if token is not None and ready else None), None
+    decision = renewal.plan(inp)
+    if decision.issue is not None:
+        wake_at: datetime | None = now + renewal.MIN_RETRY_DELAY  # e.g. a lifetime shorter than a round
+        retry_at = None
+    else:
+        wake_at, retry_at = decision.wake_at, decision.backing_off_until
+    if result.write_failed and inp.failure is not None:
+        # The token to write is in memory: retry the write on the backoff, not at renewal.
+        retry_at = renewal.next_attempt(inp.failure, token.expires_at if token else None, inp.seed)
+        wake_at = min(wake_at, retry_at) if wake_at else retry_at
+    return wake_at, retry_at
 
 
 def compact_json(value: Any) -> str:
