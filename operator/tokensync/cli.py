@@ -1,4 +1,4 @@
-"""The ``tokensync`` command line: run, crd, exchange. (The dev kit has its own: ``tokensync-dev``.)"""
+"""The ``tokensync`` command line: run, status, refresh, crd, exchange. (The dev kit has its own: ``tokensync-dev``.)"""
 
 from __future__ import annotations
 
@@ -6,14 +6,20 @@ import asyncio
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from . import __version__
 from .settings import DEFAULT_ALLOWED_TOKEN_HOSTS, Settings
 
+if TYPE_CHECKING:
+    from .kubeapi import KubeClient
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_T = TypeVar("_T")
 
 
 def default_identity() -> str:
@@ -196,6 +202,181 @@ def exchange(
     click.echo(f"expiresIn: {token.expires_in}s")
     if show_token:
         click.echo(f"accessToken: {token.access_token}")
+
+
+# status and refresh: kubectl-like commands over the kubeconfig --------------------------------
+
+
+class CommandFailed(click.ClickException):
+    """Exit 1 with the message as it is (kubectl's "Error from server (NotFound): ..." style)."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+def _kube_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--namespace/-n, --all-namespaces/-A, --kubeconfig and --context, as kubectl has them."""
+    for option in reversed(
+        (
+            click.option(
+                "--namespace", "-n", default=None, help='The namespace. Default: the context\'s, else "default".'
+            ),
+            click.option("--all-namespaces", "-A", is_flag=True, help="Across all namespaces."),
+            click.option(
+                "--kubeconfig",
+                default=None,
+                envvar="KUBECONFIG",
+                help="Kubeconfig file(s). Default: $KUBECONFIG, else ~/.kube/config.",
+            ),
+            click.option("--context", default=None, help="The kubeconfig context. Default: its current-context."),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _with_client(kubeconfig: str | None, context: str | None, action: Callable[[KubeClient, str], Awaitable[_T]]) -> _T:
+    """Run ``action(client, default namespace)`` against the kubeconfig's cluster; API errors exit 1."""
+    from .kubeapi import KubeClient, KubeError
+    from .statuscli import KubeconfigError, NotFoundError, load_kubeconfig
+
+    try:
+        configuration, namespace = load_kubeconfig(kubeconfig, context)
+    except KubeconfigError as exc:
+        raise CommandFailed(f"error: {exc}") from None
+
+    async def once() -> _T:
+        client = KubeClient(configuration, max_connections=4)
+        try:
+            return await action(client, namespace)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(once())
+    except NotFoundError as exc:
+        raise CommandFailed(str(exc)) from None
+    except KubeError as exc:
+        if exc.status == 0:
+            raise CommandFailed(f"error: cannot reach the API server at {configuration.host}: {exc}") from None
+        raise CommandFailed(f"Error from server ({exc.reason}): {exc.message or exc}") from None
+
+
+@main.command()
+@click.argument("name", required=False)
+@_kube_options
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(("table", "wide", "json", "yaml")),
+    default="table",
+    show_default=True,
+    help="wide adds the Secret, exact times and failed attempts; json and yaml print a list for scripts.",
+)
+def status(
+    name: str | None,
+    namespace: str | None,
+    all_namespaces: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    output: str,
+) -> None:
+    """Show whether ClientCredentials hold fresh tokens: Ready, reason, expiry, next renewal, last failure.
+
+    Like `kubectl get`: the namespace comes from -n, else the kubeconfig context. A NAME that
+    does not exist exits 1. Only status is shown, never a secret or a token.
+    """
+    from . import statuscli
+    from .core import utcnow
+
+    if name is not None and all_namespaces:
+        raise click.UsageError("a resource cannot be retrieved by name across all namespaces")
+    if namespace is not None and all_namespaces:
+        raise click.UsageError("--namespace and --all-namespaces are exclusive")
+
+    async def action(client: KubeClient, default_namespace: str) -> tuple[str | None, list[dict[str, object]]]:
+        scope = None if all_namespaces else namespace or default_namespace
+        return scope, await statuscli.fetch(client, scope, name)
+
+    scope, objects = _with_client(kubeconfig, context, action)
+    if not objects and output in ("table", "wide"):
+        click.echo(statuscli.no_resources(scope), err=True)
+        return
+    click.echo(statuscli.render(objects, utcnow(), output, all_namespaces=all_namespaces), nl=False)
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Every ClientCredential in the namespace (with -A: everywhere).")
+@click.option("--selector", "-l", default=None, help="Those whose labels match this selector (e.g. team=payments).")
+@_kube_options
+@click.option("--wait", is_flag=True, help="Wait until each Secret holds a token issued after the request.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds --wait waits in all.",
+)
+def refresh(
+    name: str | None,
+    all_: bool,
+    selector: str | None,
+    namespace: str | None,
+    all_namespaces: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Ask for a new token now: set tokensync.io/refresh-requested-at on NAME, --all or -l SELECTOR.
+
+    Each call makes a new request (the current time, RFC 3339). With --wait, exit 0 once every
+    Secret holds a token issued after the request; a failed exchange (its reason is printed) or
+    the timeout exits 1.
+    """
+    from . import statuscli
+    from .core import utcnow
+    from .reconciler import REFRESH_ANNOTATION
+
+    if sum((name is not None, all_, selector is not None)) != 1:
+        raise click.UsageError("name one ClientCredential, or use --all or --selector/-l")
+    if namespace is not None and all_namespaces:
+        raise click.UsageError("--namespace and --all-namespaces are exclusive")
+    if name is not None and all_namespaces:
+        raise click.UsageError("a resource cannot be retrieved by name across all namespaces")
+
+    def label(request: statuscli.Request) -> str:
+        where = f" in namespace {request.namespace}" if all_namespaces else ""
+        return f"{statuscli.KIND_NAME}/{request.name}{where}"
+
+    def report(request: statuscli.Request, verdict: statuscli.Verdict) -> None:
+        if verdict.state is statuscli.State.DONE:
+            click.echo(f"{label(request)} refreshed: {verdict.message}")
+        else:
+            click.echo(f"error: {label(request)}: {verdict.message}", err=True)
+
+    async def action(client: KubeClient, default_namespace: str) -> bool:
+        scope = None if all_namespaces else namespace or default_namespace
+        if name is not None:
+            assert scope is not None
+            targets = [(scope, name)]
+        else:
+            found = await statuscli.fetch(client, scope, label_selector=selector)
+            targets = sorted(statuscli.overview(o).key for o in found)
+            if not targets:
+                raise CommandFailed(f"error: {statuscli.no_resources(scope)} Nothing to refresh.")
+        value = statuscli.request_value(utcnow())
+        requests = await statuscli.request_refresh(client, targets, value, skip_missing=name is None)
+        for request in requests:
+            click.echo(f"{label(request)} refresh requested ({REFRESH_ANNOTATION}={value})")
+        if not wait:
+            return True
+        results = await statuscli.wait_for_refresh(client, scope, requests, timeout, report)
+        return all(v.state is statuscli.State.DONE for v in results.values())
+
+    if not _with_client(kubeconfig, context, action):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
