@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import ssl
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -241,10 +242,28 @@ def parse_retry_after(value: str | None) -> timedelta | None:
 def host_allowed(url: str, allowed_hosts: Iterable[str]) -> bool:
     """The URL's host name must equal an allowed name exactly (any port; nothing is resolved)."""
     try:
-        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+        netloc = urlsplit(url).netloc.rpartition("@")[2]
     except ValueError:  # e.g. an unbalanced "[" (the spec's validation reports it)
         return False
-    return bool(host) and host in {h.lower().rstrip(".") for h in allowed_hosts}
+    # Not SplitResult.hostname: it lower-cases with str.lower() (see _ascii_lower).
+    host = _ascii_lower(_netloc_host(netloc)).rstrip(".")
+    return bool(host) and host in {_ascii_lower(h).rstrip(".") for h in allowed_hosts}
+
+
+def _netloc_host(netloc: str) -> str:
+    """The host of ``user@host:port`` without the user and port (an IPv6 literal without brackets)."""
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")] if "]" in netloc else ""
+    return netloc.partition(":")[0]
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _ascii_lower(text: str) -> str:
+    """Lower-case A-Z only, as DNS and the admission policy's CEL lowerAscii() do: Python's
+    str.lower() would turn the Kelvin sign (U+212A) into "k" and let a look-alike host match."""
+    return text.translate(_ASCII_LOWER)
 
 
 # Dialects: pure request building and response parsing ----------------------------------------

@@ -37,6 +37,14 @@ from .support import (
     tool,
 )
 
+#: Kinds the chart renders that have no namespace.
+CLUSTER_SCOPED_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 #: Kinds whose schema is a CRD's, not Kubernetes' own: kubernetes-validate has no schema for them.
 CUSTOM_KINDS = {"ServiceMonitor"}
 #: The oldest supported Kubernetes version (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
@@ -140,7 +148,7 @@ def test_helm_template_renders_every_value_set(rendered: Rendered) -> None:
     assert kinds & {"ClusterRole", "Role"}
     for doc in rendered.docs:
         assert doc["metadata"]["name"], doc
-        if doc["kind"] not in {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}:
+        if doc["kind"] not in CLUSTER_SCOPED_KINDS:
             assert doc["metadata"].get("namespace"), f"{doc['kind']} {doc['metadata']['name']} has no namespace"
     # The kopf peering objects, their CRD and the hook that created them are gone.
     assert not any(d["apiVersion"].startswith("kopf.dev/") for d in rendered.docs)

@@ -1142,3 +1142,9 @@ async def test_the_exchange_uses_the_specs_default_lifetime() -> None:
     spec = oauth2(defaultLifetime="10m")
     token = await run(reply(200, {"access_token": TOKEN, "token_type": "Bearer"}), spec=spec)
     assert (token.expires_in, token.lifetime_source) == (600, LifetimeSource.DEFAULT)
+
+
+def test_host_matching_lower_cases_ascii_only() -> None:
+    # The Kelvin sign lower-cases to "k" in Python; DNS and the admission policy do not do that.
+    assert not host_allowed("https://\u212aeycloak.example/token", ["keycloak.example"])
+    assert host_allowed("https://KEYCLOAK.example/token", ["keycloak.example"])

@@ -149,3 +149,11 @@ standby takes it over (both updates). Only in the release namespace (`--leader-e
   resources: ["leases"]
   verbs: ["get", "create", "update"]
 {{- end }}
+
+{{/*
+The admission policy's name (and its binding's). Cluster-scoped, so it carries the release namespace:
+releases sharded by namespace may share a release name.
+*/}}
+{{- define "tokensync.admissionPolicyName" -}}
+{{- printf "%s-%s-allowed-token-hosts" (include "tokensync.fullname" .) .Release.Namespace }}
+{{- end }}
