@@ -111,6 +111,9 @@ class Record:
     secret_version: str | None = None
     #: (generation, refresh annotation) of the last round: other changes (our status writes) are no news.
     seen: tuple[Any, Any] = (None, None)
+    #: The refresh request the remembered token fulfilled: a round retried because its status
+    #: write failed must not exchange again for it.
+    refresh_fulfilled: str | None = None
 
 
 @dataclass
@@ -327,7 +330,10 @@ class Reconciler:
             request = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION) or None
             if request is not None and request == old.pending_refresh_request:
                 result.refresh_pending = request
-            fresh_request = request if request not in (old.last_refresh_request, old.pending_refresh_request) else None
+            if request is not None and request == record.refresh_fulfilled != old.last_refresh_request:
+                result.refresh_fulfilled = request  # fulfilled by the remembered token; status not yet written
+            handled = (old.last_refresh_request, old.pending_refresh_request, record.refresh_fulfilled)
+            fresh_request = request if request not in handled else None
             await self._issue_if_due(result, record, old, spec, inputs, fresh_request, owner, sources, now)
             if result.token is not None:
                 matches = result.token.fingerprint == inputs.fingerprint
@@ -410,6 +416,8 @@ class Reconciler:
             result.issued = True
             result.token = record.token = token
             result.refresh_fulfilled, result.refresh_pending = wanted, None
+            if wanted is not None:
+                record.refresh_fulfilled = wanted
 
     async def _write_secret(
         self,
@@ -491,6 +499,9 @@ class Reconciler:
         except ValidationError:
             old = ClientCredentialStatus()
         result = await self._round(body, record, old, now, sources)
+        # Reported and planned from the round's end: an exchange that took 30 s to time out is
+        # retried a backoff after it failed, not after it started.
+        now = self.clock()
 
         uid = meta.get("uid", "")
         token_state = _state(result.token)

@@ -33,6 +33,10 @@ RENEWAL_JITTER_MAX = timedelta(seconds=60)
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_CAP_TRANSIENT = timedelta(minutes=5)
 BACKOFF_CAP_STALLED = timedelta(hours=1)
+#: A refused Secret write is retried as controller-runtime retries a failed API call: it costs one
+#: request, not an exchange (the token waits in memory), and should land soon after the cause goes.
+BACKOFF_BASE_API = timedelta(seconds=1)
+BACKOFF_CAP_API = timedelta(seconds=60)
 #: Exponential delays are shortened by up to this share, so retries of many resources spread out.
 BACKOFF_JITTER_SHARE = 0.2
 #: A retry for a still-valid token is scheduled at least this long before it expires.
@@ -109,9 +113,11 @@ def is_stalled(reason: Reason) -> bool:
 
 def backoff_delay(attempts: int, reason: Reason, seed: str = "") -> timedelta:
     """Capped exponential backoff after ``attempts`` consecutive failures (attempts >= 1)."""
-    cap = BACKOFF_CAP_STALLED if is_stalled(reason) else BACKOFF_CAP_TRANSIENT
+    base, cap = BACKOFF_BASE, BACKOFF_CAP_STALLED if is_stalled(reason) else BACKOFF_CAP_TRANSIENT
+    if reason is Reason.SECRET_WRITE_FAILED:
+        base, cap = BACKOFF_BASE_API, BACKOFF_CAP_API
     exponent = min(max(attempts, 1) - 1, 30)  # 2**30 x 5 s is past any cap; avoid huge floats
-    delay: timedelta = min(BACKOFF_BASE * (2**exponent), cap)
+    delay: timedelta = min(base * (2**exponent), cap)
     return delay * (1 - BACKOFF_JITTER_SHARE * stable_fraction(seed, attempts))
 
 

@@ -617,6 +617,24 @@ def test_validation_like_the_apiserver(core: kubernetes.client.CoreV1Api, ns: st
     core.patch_namespaced_secret("s", ns, {"metadata": {"labels": {"ok": "yes"}}})  # metadata stays mutable
 
 
+def test_a_label_value_with_a_space_is_refused_as_the_apiserver_refuses_it(
+    core: kubernetes.client.CoreV1Api, ns: str
+) -> None:
+    # What a ClientCredential's target.labels can ask for: the Secret is refused with 422 Invalid.
+    body = {"metadata": {"name": "s", "labels": {"team": "payments team"}}, "stringData": {"k": "v"}}
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_secret(ns, body)
+    assert exc.value.status == 422
+    status = status_of(exc.value)
+    assert status["reason"] == "Invalid"
+    assert status["details"]["causes"][0]["field"] == "metadata.labels"
+    assert "payments team" in status["message"]
+    core.create_namespaced_secret(ns, {"metadata": {"name": "s"}})
+    with pytest.raises(ApiException) as exc:
+        core.patch_namespaced_secret("s", ns, {"metadata": {"labels": {"team": "payments team"}}})
+    assert exc.value.status == 422
+
+
 def test_write_counts(cluster: FakeCluster, custom: Any, ns: str) -> None:
     cluster.reset_counts()
     make_cc(custom, ns, "cc")
@@ -688,6 +706,31 @@ def test_request_counts_by_verb_and_resource(cluster: FakeCluster, kube: httpx.C
 
     cluster.reset_counts()
     assert (cluster.request_counts(), cluster.api_calls(), cluster.write_counts()) == ({}, set(), {})
+
+
+def test_request_counts_per_object(cluster: FakeCluster, kube: httpx.Client, ns: str) -> None:
+    cluster.reset_counts()
+    configmaps = f"/api/v1/namespaces/{ns}/configmaps"
+    ok(kube.post(configmaps, json={"metadata": {"name": "a"}}), 201)  # named by its body
+    ok(kube.get(f"{configmaps}/a"))
+    ok(
+        kube.patch(
+            f"{configmaps}/a", json={"data": {"k": "v"}}, headers={"Content-Type": "application/merge-patch+json"}
+        )
+    )
+    ok(kube.get(configmaps))  # a list names no object
+    failed(kube.get(f"{configmaps}/b"), 404)
+    ok(kube.post(f"/api/v1/namespaces/{ns}/secrets", json={"metadata": {"name": "a"}}), 201)
+    assert cluster.object_request_counts(ns, "a") == {
+        ("create", "configmaps"): 1,
+        ("get", "configmaps"): 1,
+        ("patch", "configmaps"): 1,
+        ("create", "secrets"): 1,
+    }
+    assert cluster.object_request_counts(ns, "b") == {("get", "configmaps"): 1}
+    assert cluster.object_request_counts("elsewhere", "a") == {}
+    cluster.reset_counts()
+    assert cluster.object_request_counts(ns, "a") == {}
 
 
 def test_request_counts_over_http(cluster: FakeCluster, kube: httpx.Client, ns: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ async def server() -> AsyncIterator[DevTokenServer]:
 async def client(server: DevTokenServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(verify=server.client_ssl_context(), timeout=5) as http:
         yield http
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
 
 
 def assert_palisade_error(response: httpx.Response, status: int, code: int) -> dict[str, Any]:
@@ -249,6 +257,230 @@ async def test_failure_redirect(server: DevTokenServer, client: httpx.AsyncClien
     assert [r.path for r in server.requests][-2:] == [PALISADE_TOKEN_PATH, REDIRECT_PREFIX + PALISADE_TOKEN_PATH]
 
 
+async def test_failure_hang(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("hang")
+    # Held until the client gives up: recorded as 499 (client closed request), nothing issued.
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(server.token_url, json=GOOD, timeout=0.5)
+    await wait_until(lambda: server.inflight == 0 and len(server.requests) == 1)
+    [abandoned] = server.requests
+    assert (abandoned.status, abandoned.failure, abandoned.client_id) == (499, "hang", "demo-client")
+    assert abandoned.at - abandoned.started >= 0.5
+    assert server.issued == 0
+
+    # Held until the mode changes: then answered in the new mode.
+    pending = asyncio.ensure_future(client.post(server.token_url, json=GOOD, timeout=30))
+    await wait_until(lambda: server.inflight == 1)
+    await asyncio.sleep(0.3)  # a bounded look: still unanswered
+    assert not pending.done()
+    server.fail(None)
+    response = await pending
+    assert response.status_code == 200
+    assert server.requests[-1].failure == "hang"
+    assert server.issued == 1
+
+
+async def test_failure_hang_with_times_holds_only_that_many(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("hang", times=1)
+    held = asyncio.ensure_future(client.post(server.token_url, json=GOOD, timeout=30))
+    await wait_until(lambda: server.inflight == 1)
+    assert (await client.post(server.token_url, json=GOOD)).status_code == 200  # the next one is not held
+    assert not held.done()
+    server.fail(None)  # any later call releases it
+    assert (await held).status_code == 200
+
+
+async def test_failure_hang_does_not_delay_stop() -> None:
+    srv = DevTokenServer()
+    await srv.astart()
+    srv.fail("hang")
+    async with httpx.AsyncClient(verify=srv.client_ssl_context(), timeout=30) as http:
+        pending = asyncio.ensure_future(http.post(srv.token_url, json=GOOD))
+        await wait_until(lambda: srv.inflight == 1)
+        started = time.monotonic()
+        await srv.astop()
+        assert time.monotonic() - started < 1
+        with pytest.raises(httpx.HTTPError):
+            await pending
+
+
+async def test_failure_trickle(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("trickle", interval=0.02)
+    started = time.monotonic()
+    async with client.stream("POST", server.token_url, json=GOOD) as response:
+        headers_after = time.monotonic() - started
+        assert response.status_code == 200
+        length = int(response.headers["content-length"])
+        chunks = [chunk async for chunk in response.aiter_raw()]
+    took = time.monotonic() - started
+    # Headers at once, then the body a byte at a time (each byte within a read timeout: only a
+    # deadline over the whole exchange catches this).
+    assert headers_after < took / 2
+    assert took >= length * 0.02 * 0.9
+    body = json.loads(b"".join(chunks))
+    assert set(body) == {"accessToken", "scope", "expiresIn", "tokenType"}
+    assert len(chunks) > length / 2
+    assert server.issued == 0
+    await wait_until(lambda: len(server.requests) == 1)  # recorded once the handler returns
+    assert server.requests[0].failure == "trickle"
+
+
+async def test_failure_huge(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("huge")
+    response = await client.post(server.token_url, json=GOOD)
+    assert response.status_code == 200
+    assert "content-length" not in response.headers  # chunked: only counting the bytes read catches it
+    assert len(response.content) > 1024 * 1024
+    body = response.json()
+    assert body["tokenType"] == "Bearer"
+    assert body["accessToken"]
+    assert server.issued == 0
+
+
+async def test_failure_truncated(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("truncated")
+    with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
+        await client.post(server.token_url, json=GOOD)
+    assert server.issued == 0
+    assert server.requests[0].failure == "truncated"
+
+
+async def test_failure_not_utf8(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("not-utf8")
+    response = await client.post(server.token_url, json=GOOD)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    with pytest.raises(UnicodeDecodeError):
+        response.content.decode("utf-8")
+    with pytest.raises(UnicodeDecodeError):
+        json.loads(response.content)
+
+
+async def test_failure_wrong_shape(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("wrong-shape")
+    response = await client.post(server.token_url, json=GOOD)
+    assert response.status_code == 200
+    body = response.json()
+    assert isinstance(body, list)
+    assert "accessToken" in body[0]
+    assert server.issued == 0
+
+
+async def test_failure_gzip_broken(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("gzip-broken")
+    with pytest.raises(httpx.DecodingError):
+        await client.post(server.token_url, json=GOOD)
+    server.fail("gzip-broken")
+    async with client.stream("POST", server.token_url, json=GOOD) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        raw = b"".join([chunk async for chunk in response.aiter_raw()])
+    assert json.loads(raw)["accessToken"]  # plain JSON, not gzip
+
+
+@pytest.mark.parametrize("value", [0, -5, 3.5, "3600", 10 * 365 * 86400, None])
+async def test_failure_expires_in(server: DevTokenServer, client: httpx.AsyncClient, value: Any) -> None:
+    server.fail("expires-in", expires_in=value)
+    body = (await client.post(server.token_url, json=GOOD)).json()
+    assert body["expiresIn"] == value
+    assert type(body["expiresIn"]) is type(value)
+    assert body["accessToken"]
+    server.fail("expires-in", expires_in=value)
+    form = {"grant_type": "client_credentials"}
+    oauth = (await client.post(server.oauth2_token_url, data=form, auth=("demo-client", "demo-secret"))).json()
+    assert oauth["expires_in"] == value
+    assert server.issued == 0
+
+
+def test_failure_expires_in_must_be_json() -> None:
+    with pytest.raises(TypeError):
+        DevTokenServer(tls=False).fail("expires-in", expires_in=object())
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected_code", "name"),
+    [(400, 16, 16, "UNAUTHENTICATED"), (400, 8, 8, "RESOURCE_EXHAUSTED"), (503, 14, 14, "UNAVAILABLE"),
+     (408, None, 2, "UNKNOWN"), (403, None, 7, "PERMISSION_DENIED")],
+)  # fmt: skip
+async def test_failure_error(
+    server: DevTokenServer, client: httpx.AsyncClient, status: int, code: int | None, expected_code: int, name: str
+) -> None:
+    server.fail("error", status=status, code=code, message="went wrong", headers={"X-Test": "1"})
+    response = await client.post(server.token_url, json=GOOD)
+    body = assert_palisade_error(response, status, expected_code)
+    assert body["message"] == "went wrong"
+    assert body["details"][0]["reason"] == name
+    assert response.headers["x-test"] == "1"
+    assert "retry-after" not in response.headers
+
+
+async def test_failure_error_on_the_oauth2_endpoint(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    form = {"grant_type": "client_credentials"}
+    server.fail("error", status=503)
+    response = await client.post(server.oauth2_token_url, data=form, auth=("demo-client", "demo-secret"))
+    assert response.status_code == 503
+    assert response.json()["error"] == "temporarily_unavailable"
+    server.fail("error", status=400, code=16)  # a code asks for Palisade's shape on either endpoint
+    response = await client.post(server.oauth2_token_url, data=form, auth=("demo-client", "demo-secret"))
+    assert response.json()["code"] == 16
+
+
+async def test_failure_unauthenticated_grpc(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("unauthenticated-grpc")
+    body = assert_palisade_error(await client.post(server.token_url, json=GOOD), 400, 16)
+    assert body["details"][0]["reason"] == "UNAUTHENTICATED"
+    assert server.issued == 0
+
+
+async def test_failure_rate_limited_no_retry_after(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("rate-limited-no-retry-after")
+    response = await client.post(server.token_url, json=GOOD)
+    assert_palisade_error(response, 429, 8)
+    assert "retry-after" not in response.headers
+    server.fail("rate-limited", retry_after=None)  # the same through the rate-limited mode
+    response = await client.post(server.token_url, json=GOOD)
+    assert response.status_code == 429
+    assert "retry-after" not in response.headers
+
+
+async def test_failure_raw(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    server.fail("raw", status=425, headers={"Content-Type": "text/plain", "X-Why": "early"}, body="too early")
+    response = await client.post(server.token_url, json=GOOD)
+    assert (response.status_code, response.text, response.headers["x-why"]) == (425, "too early", "early")
+    server.fail("raw", status=408)
+    response = await client.post(server.token_url, json=GOOD)
+    assert (response.status_code, response.content) == (408, b"")
+    server.fail("raw")
+    response = await client.post(server.token_url, json=GOOD)
+    assert (response.status_code, response.content) == (200, b"")
+    assert server.issued == 0
+
+
+async def test_requests_record_when_they_started_and_how_many_overlapped(
+    server: DevTokenServer, client: httpx.AsyncClient
+) -> None:
+    server.fail("slow", delay=0.3, times=2)
+    await asyncio.gather(*(client.post(server.token_url, json=GOOD) for _ in range(2)))
+    assert server.peak_inflight == 2
+    assert server.inflight == 0
+    first, second = server.requests
+    assert first.started < first.at
+    assert first.at - first.started >= 0.3
+    assert second.started < first.at  # they overlapped
+    server.reset()
+    assert server.peak_inflight == 0
+
+
+async def test_client_of_a_token(server: DevTokenServer, client: httpx.AsyncClient) -> None:
+    token = (await client.post(server.token_url, json=GOOD)).json()["accessToken"]
+    second = {"clientId": "second-client", "clientSecret": "second-secret"}
+    other = (await client.post(server.token_url, json=second)).json()["accessToken"]
+    assert (server.client_of(token), server.client_of(other), server.client_of("nope")) == (
+        "demo-client",
+        "second-client",
+        None,
+    )
+
+
 async def test_every_failure_mode_is_covered() -> None:
     tested = {name.removeprefix("test_failure_").replace("_", "-") for name in globals()}
     assert set(FAILURE_MODES) <= tested
@@ -275,6 +507,12 @@ def test_fail_rejects_bad_arguments() -> None:
         srv.fail("explode")
     with pytest.raises(ValueError, match="times"):
         srv.fail("slow", times=0)
+    with pytest.raises(ValueError, match="negative"):
+        srv.fail("trickle", interval=-1)
+    with pytest.raises(ValueError, match="status"):
+        srv.fail("raw", status=1000)
+    with pytest.raises(ValueError, match="certificate"):
+        DevTokenServer(certificate="self-signed")
 
 
 async def test_reset(server: DevTokenServer, client: httpx.AsyncClient) -> None:
@@ -429,6 +667,26 @@ async def test_ipv6_loopback() -> None:
         assert srv.base_url.startswith("https://[::1]:")
         async with httpx.AsyncClient(verify=srv.client_ssl_context()) as http:
             assert (await http.post(srv.token_url, json=GOOD)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("unknown-ca", "unable to get local issuer certificate"),
+        ("wrong-host", "not valid for '127.0.0.1'"),
+        ("expired", "certificate has expired"),
+        ("not-yet-valid", "certificate is not yet valid"),
+    ],
+)
+async def test_certificates_that_fail_verification(kind: str, error: str) -> None:
+    async with DevTokenServer(certificate=kind) as srv:
+        assert srv.certificate == kind
+        # The client trusts the server's CA, as a ClientCredential's caBundleRef would.
+        async with httpx.AsyncClient(verify=srv.client_ssl_context()) as http:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED") as failure:
+                await http.post(srv.token_url, json=GOOD)
+        assert error in str(failure.value)
+        assert srv.requests == []  # nothing was sent: the handshake failed
 
 
 def test_ca_written_to_cert_dir(tmp_path: Path) -> None:

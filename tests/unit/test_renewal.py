@@ -540,3 +540,8 @@ def test_a_clamped_policy_refreshes_at_most_ten_times_per_lifetime() -> None:
         issued = renewal_time(issued, issued + HOUR, Renewal(before="59m59s"), seed="uid")
         refreshes += 1
     assert refreshes <= 10
+
+
+def test_a_refused_secret_write_backs_off_like_an_api_call(jitter: Callable[[float], None]) -> None:
+    delays = [backoff_delay(n, Reason.SECRET_WRITE_FAILED) for n in (1, 2, 3, 7, 20)]
+    assert delays == [s(1), s(2), s(4), s(60), s(60)]

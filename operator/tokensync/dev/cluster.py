@@ -62,7 +62,17 @@ delete, deletecollection), API group, resource (``plural`` or ``plural/subresour
 namespace ("" for cluster-scoped and all-namespaces requests): see
 :meth:`FakeCluster.request_counts` and :meth:`FakeCluster.api_calls`. Other processes read them
 with ``GET /_devcluster/requests`` (``{"requests": [{"verb", "group", "resource", "namespace",
-"count"}, ...]}``) and reset them with ``DELETE`` on the same URL.
+"count"}, ...]}``) and reset them with ``DELETE`` on the same URL. Requests naming one object (a
+create names it in its body) also count per object: :meth:`FakeCluster.object_request_counts`.
+
+Fault injection (thread-safe, for tests; see :class:`FakeCluster`): :meth:`FakeCluster.inject`
+answers matching resource requests with a given error ``Status`` (or holds them unanswered with
+``hang=True``) and returns a :class:`Fault` handle (``hits``, ``waiting``, ``remove()``);
+:meth:`FakeCluster.freeze` stops answering every request and every open watch stream (connections
+stay open; events are held and delivered on :meth:`FakeCluster.thaw`);
+:meth:`FakeCluster.expire_watches` ends open watches with a ``410 Gone`` ERROR event (and makes
+older resourceVersions too old), and :meth:`FakeCluster.drop_watches` cuts them off abruptly.
+Faulted and held requests count in the request accounting like any other.
 
 Every resource must be declared (:class:`ResourceDecl`); CRD objects register nothing.
 Run standalone with ``python -m tokensync.dev.cluster [--host H] [--port P] [--kubeconfig PATH]
@@ -81,7 +91,9 @@ import argparse
 import asyncio
 import base64
 import binascii
+import builtins
 import collections
+import concurrent.futures
 import contextlib
 import datetime
 import functools
@@ -96,7 +108,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 import aiohttp.web
 import attrs
@@ -104,9 +116,10 @@ import kmock
 import yaml
 from typing_extensions import override
 
-__all__ = ["DEFAULT_RESOURCES", "DevClusterHandler", "FakeCluster", "ResourceDecl"]
+__all__ = ["DEFAULT_RESOURCES", "DevClusterHandler", "FakeCluster", "Fault", "ResourceDecl"]
 
 JsonDict = dict[str, Any]
+_T = TypeVar("_T")
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The audit log's verbs for HTTP methods; a GET without a name is a list (or a watch).
@@ -183,12 +196,15 @@ DEFAULT_RESOURCES: tuple[ResourceDecl, ...] = (
 class ApiError(Exception):
     """A failed request, answered with a Kubernetes ``Status`` body."""
 
-    def __init__(self, code: int, reason: str, message: str, details: JsonDict | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, details: JsonDict | None = None, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details
+        self.retry_after = retry_after  # sent as a Retry-After header, as the apiserver does for 429/503
 
     def body(self) -> JsonDict:
         body: JsonDict = {
@@ -239,6 +255,186 @@ def _bad_request(message: str) -> ApiError:
 def _no_such_path() -> ApiError:
     # A fresh instance per raise: re-raising one instance would keep growing its traceback.
     return ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+# --------------------------------------------------------------------------------------------
+# Fault injection.
+# --------------------------------------------------------------------------------------------
+
+#: The verbs a fault can name, as an audit log names requests.
+FAULT_VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"})
+#: The apiserver's reasons for the statuses tests inject most (``metav1.StatusReason``).
+_DEFAULT_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+class Fault:
+    """An injected failure of the fake cluster: which requests it matches and how it answers them.
+
+    Made by :meth:`FakeCluster.inject`; every attribute is safe to read from any thread.
+    ``None`` in a matching field means "any". ``subresource`` ``None`` matches requests for the
+    main resource only (``"*"``: any) unless ``resource`` is ``None`` too.
+    """
+
+    def __init__(
+        self,
+        handler: DevClusterHandler,
+        *,
+        verb: str | None,
+        resource: str | None,
+        subresource: str | None,
+        group: str | None,
+        namespace: str | None,
+        name: str | None,
+        client: str | None,
+        status: int,
+        reason: str,
+        message: str | None,
+        details: JsonDict | None,
+        retry_after: int | None,
+        hang: bool,
+        times: int | None,
+    ) -> None:
+        self._handler = handler
+        self.verb = verb
+        self.resource = resource
+        self.subresource = subresource
+        self.group = group
+        self.namespace = namespace
+        self.name = name
+        self.client = client
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+        self.hang = hang
+        self.times = times
+        self._hits = 0
+        self._waiting = 0
+        self._removed = False
+
+    def __repr__(self) -> str:
+        what = "hang" if self.hang else f"{self.status} {self.reason}"
+        scope = f"{self.verb or '*'} {self.resource or '*'}{'/' + self.subresource if self.subresource else ''}"
+        return f"<Fault {scope}: {what}, hits={self.hits}{', removed' if self.removed else ''}>"
+
+    @property
+    def hits(self) -> int:
+        """Requests this fault has answered (or is holding, for ``hang``)."""
+        with self._handler._guard:
+            return self._hits
+
+    @property
+    def waiting(self) -> int:
+        """Requests a ``hang`` fault is holding unanswered right now."""
+        with self._handler._guard:
+            return self._waiting
+
+    @property
+    def active(self) -> bool:
+        """Whether the fault still matches new requests (not removed, ``times`` not used up)."""
+        with self._handler._guard:
+            return self._matching()
+
+    @property
+    def removed(self) -> bool:
+        with self._handler._guard:
+            return self._removed
+
+    def remove(self) -> None:
+        """Stop matching; requests a ``hang`` fault holds are then served normally."""
+        self._handler.remove_fault(self)
+
+    # Called with the handler's guard held.
+    def _matching(self) -> bool:
+        return not self._removed and (self.times is None or self._hits < self.times)
+
+    def _matches(self, verb: str, path: _Path, agent: str) -> bool:
+        if not self._matching():
+            return False
+        if self.verb is not None and self.verb != verb:
+            return False
+        if self.resource is not None:
+            if self.resource != path.plural:
+                return False
+            if self.subresource != "*" and self.subresource != path.subresource:
+                return False
+        elif self.subresource not in (None, "*") and self.subresource != path.subresource:
+            return False
+        return (
+            (self.group is None or self.group == path.group)
+            and (self.namespace is None or self.namespace == (path.namespace or ""))
+            and (self.name is None or self.name == path.name)
+            and (self.client is None or self.client == agent)
+        )
+
+    def _error(self, path: _Path, body: bytes) -> ApiError:
+        name = path.name or _object_name(body)  # a create names its object in the body
+        if self.message is not None:
+            message = self.message
+        elif name:
+            message = f'{path.resource} "{name}": injected fault ({self.reason})'
+        else:
+            message = f"{path.resource}: injected fault ({self.reason})"
+        details = self.details
+        if details is None:
+            details = {"kind": path.plural}
+            if path.group:
+                details["group"] = path.group
+            if name:
+                details["name"] = name
+            if self.retry_after is not None:
+                details["retryAfterSeconds"] = self.retry_after
+        return ApiError(self.status, self.reason, message, _clone(details), retry_after=self.retry_after)
+
+
+class _Signal:
+    """A control message in a watcher's queue (not an event): "expire", "drop" or "shutdown"."""
+
+    def __init__(self, name: str, message: str = "") -> None:
+        self.name = name
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+#: Open watches are cut off without a proper end (FakeCluster.drop_watches).
+_DROP = _Signal("drop")
+#: The server is shutting down: streams end cleanly.
+_SHUTDOWN = _Signal("shutdown")
+
+
+class _Dropped(Exception):
+    """A watch stream is to be cut off abruptly."""
+
+
+def _object_name(body: bytes) -> str | None:
+    try:
+        name = json.loads(body)["metadata"]["name"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _agent(request: aiohttp.web.BaseRequest) -> str:
+    """The client as a User-Agent names it (its product: "tokensync", "kubectl", "OpenAPI-Generator")."""
+    return request.headers.get("User-Agent", "").split("/")[0].strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -607,7 +803,9 @@ class _Event:
 class _Watcher:
     filter: _Filter
     view: _View = _FULL
-    queue: asyncio.Queue[_Event | None] = field(default_factory=asyncio.Queue)
+    #: None: the server is shutting down; a _Signal: expire or drop the stream.
+    queue: asyncio.Queue[_Event | _Signal | None] = field(default_factory=asyncio.Queue)
+    agent: str = ""  # the client's User-Agent product (a freeze may be for one client only)
 
     def translate(self, event: _Event) -> str | None:
         """The event type as this watcher sees it (None if it does not see it at all)."""
@@ -902,11 +1100,22 @@ class DevClusterHandler(kmock.KubernetesEmulator):
     _writes: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter, init=False)
     # All resource requests by (verb, group, resource, namespace), as an audit log names them.
     _calls: collections.Counter[tuple[str, str, str, str]] = attrs.field(factory=collections.Counter, init=False)
+    # Requests naming one object by (verb, resource, namespace, name): a create names it in its body.
+    _object_calls: collections.Counter[tuple[str, str, str, str]] = attrs.field(factory=collections.Counter, init=False)
     # Watch connections opened per plural: lets tests see that clients really reconnected.
     watch_connections: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    # Fault injection: matched in order; the first active match answers.
+    _faults: list[Fault] = attrs.field(factory=list, init=False)
+    # A freeze holds requests and watch streams (of one client, or all) until the thaw.
+    _frozen: bool = attrs.field(default=False, init=False)
+    _freeze_client: str | None = attrs.field(default=None, init=False)
+    _thawed: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    # Set on shutdown: nothing is held any more.
+    _closing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._thawed.set()
         for decl in self.declarations:
             key = (decl.group, decl.version, decl.plural)
             if key in self._states:
@@ -953,17 +1162,132 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         with self._guard:
             return dict(self._calls)
 
+    def object_request_counts(self, namespace: str | None, name: str) -> dict[tuple[str, str], int]:
+        """Requests naming one object, by (verb, resource), since the last reset."""
+        with self._guard:
+            return {
+                (verb, resource): n
+                for (verb, resource, ns, obj), n in self._object_calls.items()
+                if ns == (namespace or "") and obj == name
+            }
+
     def reset_counts(self) -> None:
         with self._guard:
             self._writes.clear()
             self._calls.clear()
+            self._object_calls.clear()
 
     def close_watches(self) -> None:
-        """End every open watch stream (on shutdown: aiohttp waits for open handlers)."""
+        """End every open watch stream and release held requests (on shutdown: aiohttp waits for open handlers).
+
+        Call it in the server's loop.
+        """
         with self._guard:
+            self._closing = True
             for state in self._states.values():
                 for watcher in state.watchers:
                     watcher.queue.put_nowait(None)
+        self._thawed.set()
+
+    def open_watches(self, plural: str | None = None) -> int:
+        """Watch streams open right now (of one resource, or all)."""
+        with self._guard:
+            return sum(len(s.watchers) for s in self._states.values() if plural is None or s.decl.plural == plural)
+
+    # ----- fault injection: add/remove from any thread; freeze, thaw and signals in the server's loop -----
+
+    def add_fault(self, fault: Fault) -> None:
+        with self._guard:
+            self._faults.append(fault)
+
+    def remove_fault(self, fault: Fault) -> None:
+        with self._guard:
+            fault._removed = True
+            with contextlib.suppress(ValueError):
+                self._faults.remove(fault)
+
+    def clear_faults(self) -> None:
+        with self._guard:
+            for fault in self._faults:
+                fault._removed = True
+            self._faults.clear()
+
+    def faults(self) -> list[Fault]:
+        with self._guard:
+            return list(self._faults)
+
+    def _take_fault(self, verb: str, path: _Path, agent: str) -> Fault | None:
+        with self._guard:
+            for fault in self._faults:
+                if fault._matches(verb, path, agent):
+                    fault._hits += 1
+                    if not fault.hang and not fault._matching():
+                        self._faults.remove(fault)  # used up (a hang fault stays: it holds requests until removed)
+                    return fault
+        return None
+
+    async def _hang(self, fault: Fault) -> None:
+        """Hold a request until the fault is removed (then it is served) or the server stops."""
+        with self._guard:
+            fault._waiting += 1
+        try:
+            while True:
+                with self._guard:
+                    if fault._removed:
+                        return
+                if self._closing:
+                    raise ApiError(503, "ServiceUnavailable", "the server is shutting down")
+                await asyncio.sleep(0.02)
+        finally:
+            with self._guard:
+                fault._waiting -= 1
+
+    @property
+    def frozen(self) -> bool:
+        with self._guard:
+            return self._frozen
+
+    def freeze(self, client: str | None = None) -> None:
+        """Hold every request and watch stream (of ``client``'s User-Agent product only, if given)."""
+        with self._guard:
+            self._frozen, self._freeze_client = True, client
+        self._thawed.clear()
+
+    def thaw(self) -> None:
+        with self._guard:
+            self._frozen, self._freeze_client = False, None
+        self._thawed.set()
+
+    def _freezes(self, agent: str) -> bool:
+        with self._guard:
+            return self._frozen and not self._closing and self._freeze_client in (None, agent)
+
+    async def _hold(self, agent: str) -> bool:
+        """Wait while frozen for this client; whether it waited."""
+        held = False
+        while self._freezes(agent):
+            held = True
+            await self._thawed.wait()
+        return held
+
+    def signal_watches(self, plural: str, group: str | None, kind: str) -> int:
+        """Expire (410) or drop the open watches of a resource; returns how many."""
+        count = 0
+        with self._guard:
+            for state in self._states.values():
+                if state.decl.plural != plural or (group is not None and state.decl.group != group):
+                    continue
+                if kind == "expire":
+                    # As after an etcd compaction: what a client saw so far is too old to resume from.
+                    state.floor_rv = max(state.floor_rv, self._rv)
+                    signal = _Signal("expire", f"too old resource version: the watch cache starts at {self._rv}")
+                else:
+                    signal = _DROP
+                for watcher in state.watchers:
+                    watcher.queue.put_nowait(signal)
+                    count += 1
+                state.watchers.clear()  # they see no further events
+        return count
 
     def _state_by_gv(self, group_version: str, plural: str) -> _ResourceState:
         group, _, version = group_version.rpartition("/")
@@ -980,10 +1304,12 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         # fails on some Kubernetes URLs (e.g. "/api/v1/namespaces"), and its reaction matching
         # re-filters the whole request log on every request, so it slows down quadratically.
         try:
-            if raw_request.path == _REQUESTS_PATH:
+            if raw_request.path == _REQUESTS_PATH:  # never frozen nor faulted: tests read counts through it
                 return self._serve_request_counts(raw_request.method.upper())
+            agent = _agent(raw_request)
             path = _parse_path(raw_request.path)
             if path is None:  # discovery & non-resource URLs: kmock serves them
+                await self._hold(agent)
                 # Keep kmock's request log short so that its matching stays cheap.
                 if len(self._requests) > self.request_log_limit:
                     del self._requests[: -self.request_log_limit]
@@ -992,13 +1318,30 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                     raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(raw_request.path.rstrip("/")))
                 return await super().__call__(raw_request)
             method, params = raw_request.method.upper(), dict(raw_request.query)
-            self._count(method, path, params)  # before routing: requests for undeclared resources count too
-            call = _Call(raw_request, method, params, await raw_request.read())
+            # Counted first: requests for undeclared resources, faulted and held ones count too.
+            verb = self._count(method, path, params)
+            body = await raw_request.read()
+            name = path.name or (_object_name(body) if verb == "create" else None)
+            if name:
+                with self._guard:
+                    self._object_calls[(verb, path.resource, path.namespace or "", name)] += 1
+            await self._hold(agent)
+            fault = self._take_fault(verb, path, agent)
+            if fault is not None:
+                if not fault.hang:
+                    if method in _WRITE_METHODS:
+                        with self._guard:
+                            self._writes[(path.resource, method)] += 1
+                    raise fault._error(path, body)
+                await self._hang(fault)  # removed: served as if nothing happened
+            call = _Call(raw_request, method, params, body)
             return await self._serve(call, self._target(path))
         except ApiError as e:
-            return aiohttp.web.json_response(e.body(), status=e.code)
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
+            return aiohttp.web.json_response(e.body(), status=e.code, headers=headers)
 
-    def _count(self, method: str, path: _Path, params: Mapping[str, str]) -> None:
+    def _count(self, method: str, path: _Path, params: Mapping[str, str]) -> str:
+        """Count a resource request; returns its verb as an audit log names it."""
         verb = _METHOD_VERBS.get(method, method.lower())
         if verb == "get" and _flag(params, "watch"):
             verb = "watch"
@@ -1008,6 +1351,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             verb = "deletecollection"
         with self._guard:
             self._calls[(verb, path.group, path.resource, path.namespace or "")] += 1
+        return verb
 
     def _serve_request_counts(self, method: str) -> aiohttp.web.StreamResponse:
         """``GET`` the request counts (for readers in other processes); ``DELETE`` resets all counts."""
@@ -1348,7 +1692,9 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         state, decl = target.state, target.state.decl
         # A list view on a watch fails per event in the apiserver, which then sends whole objects.
         view = view if view.kind == _PARTIAL else _FULL
-        watcher = _Watcher(_Filter.from_params(target.namespace, params, name=target.name), view)
+        watcher = _Watcher(
+            _Filter.from_params(target.namespace, params, name=target.name), view, agent=_agent(request.raw)
+        )
         bookmarks = _flag(params, "allowWatchBookmarks")
         rv_param = params.get("resourceVersion") or ""
         send_initial = _flag(params, "sendInitialEvents")
@@ -1384,6 +1730,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
 
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         try:
+            await self._hold(watcher.agent)  # frozen since: the replay waits too
             await response.prepare(request.raw)
             if expired:
                 error = ApiError(410, "Expired", f"too old resource version: {rv_param} ({state.floor_rv})")
@@ -1393,6 +1740,11 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                     await response.write(b"".join(lines))
                 await self._stream(response, watcher, decl, timeout, bookmarks)
             await response.write_eof()
+        except _Dropped:
+            # Cut off mid-stream: no terminating chunk, as when a proxy or a node goes away.
+            transport = request.raw.transport
+            if transport is not None:
+                transport.abort()
         except ConnectionError:
             pass  # the client went away
         finally:
@@ -1410,31 +1762,60 @@ class DevClusterHandler(kmock.KubernetesEmulator):
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + lifetime
-        while (remaining := deadline - loop.time()) > 0:
+        while True:
+            await self._hold(watcher.agent)  # frozen: no event, no bookmark, no end until the thaw
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
             wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
             try:
                 event = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
             except TimeoutError:
-                if bookmarks and wait < remaining:  # the closing bookmark is sent below
-                    await response.write(self._bookmark(decl, watcher.view))
+                # After a freeze, events may be queued: they go first (the loop comes back here).
+                if not await self._hold(watcher.agent) and bookmarks and wait < remaining:
+                    await response.write(self._bookmark(decl, watcher.view))  # the closing one is below
                 continue
+            await self._hold(watcher.agent)
             # Drain what is already queued into one write: fewer syscalls under bursts.
             batch = [event]
             while not watcher.queue.empty():
                 batch.append(watcher.queue.get_nowait())
-            lines = [self._render(watcher, e) for e in batch if e is not None and watcher.translate(e)]
+            lines, stop = self._batch_lines(watcher, batch)
+            if stop is _DROP:
+                raise _Dropped
             if lines:
                 await response.write(b"".join(lines))
-            if None in batch:  # the server is shutting down
+            if stop is not None:  # expired or shutting down
                 return
         if bookmarks:  # the apiserver sends a last bookmark before closing on timeout
             # It carries the newest resourceVersion: first send what is still queued, or a client
             # resuming from the bookmark would never see those events.
-            pending: list[_Event | None] = []
+            pending: list[_Event | _Signal | None] = []
             while not watcher.queue.empty():
                 pending.append(watcher.queue.get_nowait())
-            lines = [self._render(watcher, e) for e in pending if e is not None and watcher.translate(e)]
-            await response.write(b"".join([*lines, self._bookmark(decl, watcher.view)]))
+            lines, stop = self._batch_lines(watcher, pending)
+            if stop is _DROP:
+                raise _Dropped
+            if stop is None:
+                lines.append(self._bookmark(decl, watcher.view))
+            await response.write(b"".join(lines))
+
+    def _batch_lines(
+        self, watcher: _Watcher, batch: list[_Event | _Signal | None]
+    ) -> tuple[list[bytes], _Signal | None]:
+        """The lines for queued items up to the first control item, and that item (None: none)."""
+        lines: list[bytes] = []
+        for item in batch:
+            if item is None:
+                return lines, _SHUTDOWN
+            if isinstance(item, _Signal):
+                if item.name == "expire":
+                    error = ApiError(410, "Expired", item.message)
+                    lines.append(self._line("ERROR", _dumps(error.body())))
+                return lines, item
+            if watcher.translate(item):
+                lines.append(self._render(watcher, item))
+        return lines, None
 
     @staticmethod
     def _events_since(state: _ResourceState, since: int) -> Iterator[_Event]:
@@ -1624,6 +2005,14 @@ class FakeCluster:
             counts[(verb, resource)] += n
         return dict(counts)
 
+    def object_request_counts(self, namespace: str | None, name: str) -> dict[tuple[str, str], int]:
+        """Requests naming one object since the last reset, per (verb, resource) as in :meth:`request_counts`.
+
+        A create names its object in the body; lists, watches and collection deletes name none.
+        Objects of several resources may share the name: the resource tells them apart.
+        """
+        return self.handler.object_request_counts(namespace, name)
+
     def api_calls(self) -> set[tuple[str, str, str, str]]:
         """The distinct (verb, group, resource, namespace) requested since the last reset (for RBAC checks).
 
@@ -1634,6 +2023,133 @@ class FakeCluster:
     def reset_counts(self) -> None:
         """Reset the request and write counts."""
         self.handler.reset_counts()
+
+    # ----- fault injection -----
+
+    def inject(
+        self,
+        verb: str | None = None,
+        resource: str | None = None,
+        *,
+        status: int = 500,
+        reason: str | None = None,
+        message: str | None = None,
+        times: int | None = None,
+        namespace: str | None = None,
+        name: str | None = None,
+        subresource: str | None = None,
+        group: str | None = None,
+        client: str | None = None,
+        hang: bool = False,
+        retry_after: int | None = None,
+        details: JsonDict | None = None,
+    ) -> Fault:
+        """Make matching resource requests fail; returns the fault's handle (``.hits``, ``.remove()``).
+
+        Matching (``None``: any): ``verb`` as an audit log names it (get, list, watch, create, update,
+        patch, delete, deletecollection), ``resource`` the plural (``"secrets"``; ``"clientcredentials/status"``
+        is short for ``subresource="status"``), ``subresource`` (``None``: the main resource only,
+        unless ``resource`` is ``None`` too; ``"*"``: any), ``group``, ``namespace``, ``name``, and
+        ``client``, the User-Agent's product (``"tokensync"`` for the operator).
+
+        The answer is a ``Status`` body as the apiserver writes it (kind Status, status Failure,
+        ``message``, ``reason`` — by default the apiserver's reason for ``status`` —, ``details``,
+        ``code``), with a ``Retry-After`` header when ``retry_after`` is given. With ``hang=True``
+        the request is accepted and never answered until the fault is removed (it is then served
+        normally) or the cluster stops. ``times`` limits how many requests it catches. Faults are
+        matched in the order they were injected; faulted requests count in ``request_counts()``.
+        """
+        if verb is not None and verb not in FAULT_VERBS:
+            raise ValueError(f"unknown verb {verb!r}; expected one of {', '.join(sorted(FAULT_VERBS))}")
+        if resource is not None and "/" in resource:
+            if subresource is not None:
+                raise ValueError("give the subresource either in resource ('plural/sub') or as subresource")
+            resource, subresource = resource.split("/", 1)
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1")
+        fault = Fault(
+            self.handler,
+            verb=verb,
+            resource=resource,
+            subresource=subresource,
+            group=group,
+            namespace=namespace,
+            name=name,
+            client=client,
+            status=status,
+            reason=reason or _DEFAULT_REASONS.get(status, "InternalError" if status >= 500 else "BadRequest"),
+            message=message,
+            details=details,
+            retry_after=retry_after,
+            hang=hang,
+            times=times,
+        )
+        self.handler.add_fault(fault)
+        return fault
+
+    def faults(self) -> builtins.list[Fault]:
+        """The injected faults not removed yet (used-up ``hang`` faults stay until removed)."""
+        return self.handler.faults()
+
+    def clear_faults(self) -> None:
+        """Remove every fault (requests held by ``hang`` faults are then served)."""
+        self.handler.clear_faults()
+
+    def freeze(self, client: str | None = None) -> None:
+        """Stop answering: every request (and every open watch stream) is held, connections stay open.
+
+        New requests are accepted and counted, then wait; watch streams send no event, bookmark or
+        end. :meth:`thaw` resumes normal service: held requests are served and the events that
+        happened meanwhile are delivered. With ``client`` (a User-Agent product such as
+        ``"tokensync"``) only that client is frozen, so a test can still change objects.
+        The request counts (also over HTTP) and the inspection methods keep working.
+        """
+        self._in_loop(self.handler.freeze, client)
+
+    def thaw(self) -> None:
+        """End a :meth:`freeze`."""
+        self._in_loop(self.handler.thaw)
+
+    @property
+    def frozen(self) -> bool:
+        return self.handler.frozen
+
+    def expire_watches(self, resource: str, group: str | None = None) -> int:
+        """Open watches of ``resource`` (a plural) get an ERROR event with a ``410 Gone`` Status, then end.
+
+        As after an etcd compaction, a new watch from a resourceVersion older than now also gets
+        the 410 (a client must list again). Returns how many watches were expired.
+        """
+        return self._in_loop(self.handler.signal_watches, resource, group, "expire")
+
+    def drop_watches(self, resource: str, group: str | None = None) -> int:
+        """Cut the open watches of ``resource`` off abruptly (no end of the chunked stream); returns how many."""
+        return self._in_loop(self.handler.signal_watches, resource, group, "drop")
+
+    def open_watches(self, resource: str | None = None) -> int:
+        """Watch streams open right now (of one resource, or all)."""
+        return self.handler.open_watches(resource)
+
+    def _in_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn`` in the server's loop (asyncio objects are not thread-safe) and return its result."""
+        loop = self._loop
+        if loop is None or self._handler is None:
+            raise RuntimeError("The fake cluster is not started.")
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        result: _T = done.result(timeout=30)
+        return result
 
 
 def main(argv: list[str] | None = None) -> None:

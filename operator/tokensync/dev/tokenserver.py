@@ -2,7 +2,14 @@
 
 Serves Palisade's seed API (``POST /v2/credentials/oauth/token``, JSON) and a plain RFC 6749
 client-credentials endpoint (``POST /oauth2/token``, form-encoded) over HTTPS with a throwaway
-``trustme`` CA. Failure modes can be switched at runtime from any thread to exercise clients.
+``trustme`` CA. Failure modes can be switched at runtime from any thread to exercise clients
+(``fail(mode, ...)``, see ``FAILURE_MODES``): error statuses (``unavailable``, ``rate-limited``,
+``error`` with any status and Palisade gRPC code, ...), bodies that are not a token (``not-json``,
+``huge``, ``truncated``, ``not-utf8``, ``wrong-shape``, ``gzip-broken``, ``expires-in`` with any raw
+value, or ``raw`` status/headers/body), and time (``slow``, ``hang``, ``trickle``). TLS failures
+come from a server built with ``certificate=`` ``"unknown-ca"``, ``"wrong-host"``, ``"expired"``
+or ``"not-yet-valid"``: its ``ca_pem`` is then a CA the client trusts, but the certificate served
+does not verify against it.
 
 Secrets and tokens are never logged: only the client id, path and status are.
 """
@@ -13,6 +20,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
+import datetime
 import hmac
 import json
 import logging
@@ -34,6 +43,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from aiohttp import web
 
 __all__ = [
+    "CERTIFICATE_KINDS",
     "FAILURE_MODES",
     "OAUTH2_TOKEN_PATH",
     "PALISADE_TOKEN_PATH",
@@ -63,13 +73,50 @@ FAILURE_MODES: Final = (
     "forbidden",
     "empty",
     "redirect",
+    # Accepts the request and never answers until fail() is called again or the server stops.
+    "hang",
+    # 200 with headers at once, then the (token) body one byte per `interval` seconds.
+    "trickle",
+    # A 200 body over 1 MiB (chunked, no Content-Length).
+    "huge",
+    # A Content-Length larger than the body sent, then the connection is closed.
+    "truncated",
+    # 200, application/json, with bytes that are not UTF-8.
+    "not-utf8",
+    # 200 with a JSON array instead of the token object.
+    "wrong-shape",
+    # Content-Encoding: gzip with a body that is not gzip.
+    "gzip-broken",
+    # A token whose expiresIn (expires_in) is the raw `expires_in` value: 0, -5, 3.5, "3600", ...
+    "expires-in",
+    # Any `status` with a Palisade error body carrying gRPC `code` (default: as grpc-gateway maps it).
+    "error",
+    # 400 with gRPC code 16 UNAUTHENTICATED, as Palisade answers a bad secret behind some gateways.
+    "unauthenticated-grpc",
+    # 429 without a Retry-After header.
+    "rate-limited-no-retry-after",
+    # Exactly `status`, `headers` and `body` as given.
+    "raw",
 )
+
+#: What certificate the server presents (``DevTokenServer(certificate=...)``); all but "valid"
+#: fail verification against the server's own ``ca_pem``.
+CERTIFICATE_KINDS: Final = ("valid", "unknown-ca", "wrong-host", "expired", "not-yet-valid")
 
 DEFAULT_CREDENTIALS: Final[Mapping[str, str]] = {"demo-client": "demo-secret"}
 CA_FILENAME: Final = "ca.pem"
 
 # How long stop() waits for in-flight requests (e.g. in "slow" mode) before cancelling them.
 _SHUTDOWN_TIMEOUT: Final = 0.5
+# How often a held request ("hang") looks at the failure mode and at its client's connection.
+_HANG_POLL: Final = 0.05
+# "huge": how big the body is, and the chunks it is sent in.
+HUGE_BODY_BYTES: Final = 1024 * 1024 + 512 * 1024
+_HUGE_CHUNK: Final = 64 * 1024
+# "The server's lifetime" where a failure mode's body carries an expiresIn.
+_LIFETIME: Final = object()
+# nginx's status for a request whose client went away before the answer (recorded, never sent).
+CLIENT_CLOSED_REQUEST: Final = 499
 
 _Dialect = Literal["palisade", "oauth2"]
 _ENDPOINTS: Final[Mapping[str, _Dialect]] = {
@@ -89,6 +136,25 @@ _GRPC_CODES: Final[Mapping[int, tuple[int, str]]] = {
     503: (14, "UNAVAILABLE"),
 }
 _GRPC_UNKNOWN: Final = (2, "UNKNOWN")
+_GRPC_NAMES: Final[Mapping[int, str]] = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
 
 # RFC 6749 error codes used for the same HTTP statuses on the oauth2 endpoint.
 _OAUTH2_ERRORS: Final[Mapping[int, str]] = {
@@ -123,14 +189,25 @@ class RequestRecord:
     at: float  # time.time() when the response was ready
     method: str = "POST"
     failure: str | None = None  # the failure mode that shaped the response, if any
+    #: time.time() when the request arrived: [started, at] is when it was in flight.
+    started: float = 0.0
 
 
 @dataclass
 class _Failure:
     mode: str
     remaining: int | None  # None: until changed
-    retry_after: int
+    retry_after: int | None  # None: no Retry-After header
     delay: float
+    status: int | None = None
+    code: int | None = None
+    message: str | None = None
+    expires_in: Any = 0
+    body: bytes | None = None
+    headers: Mapping[str, str] | None = None
+    interval: float = 1.0
+    #: Which fail() call set it: a "hang" holds its request until the next call.
+    generation: int = 0
 
 
 @dataclass
@@ -190,8 +267,13 @@ def _json(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | Non
     return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
 
 
-def _palisade_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    code, name = _GRPC_CODES.get(status, _GRPC_UNKNOWN)
+def _palisade_error(
+    status: int, message: str, headers: Mapping[str, str] | None = None, *, code: int | None = None
+) -> web.Response:
+    if code is None:
+        code, name = _GRPC_CODES.get(status, _GRPC_UNKNOWN)
+    else:
+        name = _GRPC_NAMES.get(code, "UNKNOWN")
     body = {
         "code": code,
         "message": message,
@@ -276,7 +358,12 @@ class DevTokenServer:
         tls: bool = True,
         cert_dir: Path | None = None,
         extra_hosts: Sequence[str] = (),
+        certificate: str = "valid",
     ) -> None:
+        if certificate not in CERTIFICATE_KINDS:
+            raise ValueError(
+                f"unknown certificate kind {certificate!r}; expected one of {', '.join(CERTIFICATE_KINDS)}"
+            )
         self._lock = threading.Lock()
         self._initial_credentials = _validate_credentials(credentials)
         self._initial_lifetime = _validate_lifetime(lifetime)
@@ -288,9 +375,14 @@ class DevTokenServer:
         self._issued = 0
         self._requests: list[RequestRecord] = []
         self._tokens: list[str] = []
+        self._token_clients: dict[str, str] = {}
+        self._generation = 0  # bumped by every fail() and reset(): releases "hang"
+        self._inflight_count = 0
+        self._peak_inflight = 0
 
         self.host = host
         self.tls = tls
+        self.certificate = certificate
         self._requested_port = port
         self._port: int | None = None
         self._runner: web.ServerRunner | None = None
@@ -312,7 +404,22 @@ class DevTokenServer:
             if name and not _is_wildcard(name) and name not in names:
                 names.append(name)
         ca = trustme.CA(organization_name="tokensync dev token server")
-        leaf = ca.issue_cert(*names)
+        now = datetime.datetime.now(datetime.UTC)
+        if self.certificate == "unknown-ca":
+            # Clients are told to trust `ca`; the certificate comes from a CA nobody trusts.
+            leaf = trustme.CA(organization_name="an unknown CA").issue_cert(*names)
+        elif self.certificate == "wrong-host":
+            leaf = ca.issue_cert("wrong-host.invalid")
+        elif self.certificate == "expired":
+            leaf = ca.issue_cert(
+                *names, not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1)
+            )
+        elif self.certificate == "not-yet-valid":
+            leaf = ca.issue_cert(
+                *names, not_before=now + datetime.timedelta(days=1), not_after=now + datetime.timedelta(days=30)
+            )
+        else:
+            leaf = ca.issue_cert(*names)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         leaf.configure_cert(context)
         self._ssl_context = context
@@ -361,16 +468,61 @@ class DevTokenServer:
         with self._lock:
             self._scope = value
 
-    def fail(self, mode: str | None, *, times: int | None = None, retry_after: int = 5, delay: float = 5.0) -> None:
-        """Switch the token endpoints to a failure mode (None: normal), for the next `times` requests."""
+    def fail(
+        self,
+        mode: str | None,
+        *,
+        times: int | None = None,
+        retry_after: int | None = 5,
+        delay: float = 5.0,
+        status: int | None = None,
+        code: int | None = None,
+        message: str | None = None,
+        expires_in: Any = 0,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        """Switch the token endpoints to a failure mode (None: normal), for the next `times` requests.
+
+        Mode parameters: ``retry_after`` (rate-limited; None sends no Retry-After), ``delay`` (slow),
+        ``interval`` (trickle: seconds per byte), ``expires_in`` (expires-in: any JSON value),
+        ``status``/``code``/``message`` (error: the HTTP status, default 400, and the gRPC code,
+        default as grpc-gateway maps the status), ``status``/``headers``/``body`` (raw: default 200,
+        no headers, an empty body; ``headers`` are added to the answer of the error mode too).
+        Any call releases the requests a "hang" holds (they are then answered in the new mode).
+        """
         if mode is not None and mode not in FAILURE_MODES:
             raise ValueError(f"unknown failure mode {mode!r}; expected one of {', '.join(FAILURE_MODES)}")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1")
-        if retry_after < 0 or delay < 0:
-            raise ValueError("retry_after and delay must not be negative")
+        if (retry_after is not None and retry_after < 0) or delay < 0 or interval < 0:
+            raise ValueError("retry_after, delay and interval must not be negative")
+        if status is not None and not 100 <= status <= 599:
+            raise ValueError("status must be an HTTP status (100-599)")
+        if mode == "expires-in":
+            json.dumps(expires_in)  # must be a JSON value
+        raw = body.encode() if isinstance(body, str) else body
         with self._lock:
-            self._failure = None if mode is None else _Failure(mode, times, retry_after, delay)
+            self._generation += 1
+            self._failure = (
+                None
+                if mode is None
+                else _Failure(
+                    mode,
+                    times,
+                    retry_after,
+                    delay,
+                    status=status,
+                    code=code,
+                    message=message,
+                    expires_in=expires_in,
+                    body=raw,
+                    headers=dict(headers) if headers else None,
+                    interval=interval,
+                    generation=self._generation,
+                )
+            )
 
     @property
     def failure(self) -> str | None:
@@ -388,7 +540,7 @@ class DevTokenServer:
                 failure.remaining -= 1
                 if failure.remaining <= 0:
                     self._failure = None
-            return _Failure(failure.mode, failure.remaining, failure.retry_after, failure.delay)
+            return dataclasses.replace(failure)
 
     # -- observations ----------------------------------------------------------------------
 
@@ -409,6 +561,23 @@ class DevTokenServer:
         with self._lock:
             return list(self._tokens)
 
+    def client_of(self, token: str) -> str | None:
+        """The client id a token was issued to (None: not issued here)."""
+        with self._lock:
+            return self._token_clients.get(token)
+
+    @property
+    def inflight(self) -> int:
+        """Requests being handled right now (e.g. held by "hang" or "slow")."""
+        with self._lock:
+            return self._inflight_count
+
+    @property
+    def peak_inflight(self) -> int:
+        """The most requests ever handled at once (since construction or reset())."""
+        with self._lock:
+            return self._peak_inflight
+
     def reset(self) -> None:
         """Back to the state right after construction: counters, failure mode and configuration."""
         with self._lock:
@@ -416,9 +585,12 @@ class DevTokenServer:
             self._lifetime = self._initial_lifetime
             self._scope = self._initial_scope
             self._failure = None
+            self._generation += 1
             self._issued = 0
             self._requests.clear()
             self._tokens.clear()
+            self._token_clients.clear()
+            self._peak_inflight = self._inflight_count
 
     # -- TLS material and URLs -------------------------------------------------------------
 
@@ -555,13 +727,19 @@ class DevTokenServer:
     # -- request handling ------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.time()
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
+        with self._lock:
+            self._inflight_count += 1
+            self._peak_inflight = max(self._peak_inflight, self._inflight_count)
         try:
             outcome = await self._dispatch(request)
         finally:
             self._inflight.discard(task)
+            with self._lock:
+                self._inflight_count -= 1
         status = outcome.response.status
         record = RequestRecord(
             client_id=outcome.client_id,
@@ -570,6 +748,7 @@ class DevTokenServer:
             at=time.time(),
             method=request.method,
             failure=outcome.failure,
+            started=started,
         )
         with self._lock:
             self._requests.append(record)
@@ -600,12 +779,76 @@ class DevTokenServer:
         if failure is not None:
             if failure.mode == "slow":
                 await asyncio.sleep(failure.delay)
+            elif failure.mode == "hang":
+                if not await self._hang(request, failure):
+                    # The client gave up: recorded as nginx records it; nobody reads an answer.
+                    return _Outcome(web.Response(status=CLIENT_CLOSED_REQUEST), client_id, failure.mode)
+            elif failure.mode in ("trickle", "huge", "truncated"):
+                streamed = await self._streamed_failure(dialect, failure, request)
+                return _Outcome(streamed, client_id, failure.mode)
             else:
                 return _Outcome(self._failure_response(dialect, failure, request), client_id, failure.mode)
 
         outcome = self._palisade(request, body) if dialect == "palisade" else self._oauth2(request, body)
         outcome.failure = failure.mode if failure is not None else None
         return outcome
+
+    async def _hang(self, request: web.BaseRequest, failure: _Failure) -> bool:
+        """Hold a request until fail() is called again (True) or its client goes away (False)."""
+        while True:
+            with self._lock:
+                if self._generation != failure.generation:
+                    return True
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return False
+            await asyncio.sleep(_HANG_POLL)
+
+    def _unusable_token(self, dialect: _Dialect, expires_in: Any = _LIFETIME) -> dict[str, Any]:
+        """A token-shaped body for the failure modes: not counted as issued (no client can use it)."""
+        token = secrets.token_urlsafe(32)
+        lifetime = self.lifetime if expires_in is _LIFETIME else expires_in
+        if dialect == "palisade":
+            return {"accessToken": token, "scope": self.scope, "expiresIn": lifetime, "tokenType": "Bearer"}
+        return {"access_token": token, "scope": self.scope, "expires_in": lifetime, "token_type": "Bearer"}
+
+    async def _streamed_failure(
+        self, dialect: _Dialect, failure: _Failure, request: web.BaseRequest
+    ) -> web.StreamResponse:
+        headers = {"Content-Type": "application/json", **_NO_STORE}
+        response = web.StreamResponse(status=200, headers=headers)
+        body = json.dumps(self._unusable_token(dialect)).encode()
+        try:
+            if failure.mode == "trickle":
+                response.content_length = len(body)
+                await response.prepare(request)
+                for index in range(len(body)):
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        break
+                    await response.write(body[index : index + 1])
+                    if index < len(body) - 1:
+                        await asyncio.sleep(failure.interval)
+            elif failure.mode == "huge":
+                # A token object with a padding field: valid JSON, just too big (no Content-Length).
+                await response.prepare(request)
+                await response.write(body[:-1] + b', "padding": "')
+                sent = len(body)
+                while sent < HUGE_BODY_BYTES:
+                    await response.write(b"x" * _HUGE_CHUNK)
+                    sent += _HUGE_CHUNK
+                await response.write(b'"}')
+            else:  # truncated: promise more than is sent, then hang up
+                response.content_length = len(body) + 64
+                response.force_close()
+                await response.prepare(request)
+                await response.write(body[: len(body) // 2])
+                transport = request.transport
+                if transport is not None:
+                    transport.close()
+        except ConnectionError:
+            pass  # the client went away (as it should, for a huge body)
+        return response
 
     @staticmethod
     def _peek_client_id(dialect: _Dialect, request: web.BaseRequest, body: bytes) -> str | None:
@@ -626,7 +869,7 @@ class DevTokenServer:
         if mode == "html-error":
             return web.Response(status=502, text=_HTML_502, content_type="text/html")
         if mode == "rate-limited":
-            headers = {"Retry-After": str(failure.retry_after)}
+            headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
             return _error(dialect, 429, "too many requests; retry later", headers)
         if mode == "not-json":
             return web.Response(status=200, text=_HTML_LOGIN, content_type="text/html")
@@ -648,6 +891,37 @@ class DevTokenServer:
         if mode == "redirect":
             location = request.url.with_path(REDIRECT_PREFIX + request.path)
             return web.Response(status=307, headers={"Location": str(location)})
+        if mode == "rate-limited-no-retry-after":
+            return _error(dialect, 429, "too many requests; retry later")
+        if mode == "not-utf8":
+            # Valid JSON syntax around bytes that are not UTF-8 ("\xc3\x28" is an invalid sequence).
+            text = json.dumps(self._unusable_token(dialect)).encode()
+            return web.Response(
+                status=200,
+                body=text.replace(b'", ', b'\xc3\x28", ', 1),
+                headers={"Content-Type": "application/json", **_NO_STORE},
+            )
+        if mode == "wrong-shape":
+            return web.Response(
+                status=200, text=json.dumps([self._unusable_token(dialect)]), content_type="application/json"
+            )
+        if mode == "gzip-broken":
+            text = json.dumps(self._unusable_token(dialect)).encode()
+            headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", **_NO_STORE}
+            return web.Response(status=200, body=text, headers=headers)
+        if mode == "expires-in":
+            return _json(200, self._unusable_token(dialect, failure.expires_in), _NO_STORE)
+        if mode == "unauthenticated-grpc":
+            message = failure.message or "request had invalid authentication credentials"
+            return _palisade_error(400, message, failure.headers, code=16)
+        if mode == "error":
+            status = failure.status or 400
+            message = failure.message or f"injected error (HTTP {status})"
+            if dialect == "oauth2" and failure.code is None:
+                return _oauth2_error(status, message, failure.headers)
+            return _palisade_error(status, message, failure.headers, code=failure.code)
+        if mode == "raw":
+            return web.Response(status=failure.status or 200, body=failure.body or b"", headers=failure.headers)
         raise AssertionError(f"unhandled failure mode {mode!r}")
 
     def _authenticate(self, client_id: str, secret: str) -> bool:
@@ -656,11 +930,12 @@ class DevTokenServer:
         matches = hmac.compare_digest((expected or "").encode(), secret.encode())
         return expected is not None and matches
 
-    def _issue(self) -> tuple[str, int, str]:
+    def _issue(self, client_id: str) -> tuple[str, int, str]:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._issued += 1
             self._tokens.append(token)
+            self._token_clients[token] = client_id
             return token, self._lifetime, self._scope
 
     def _palisade(self, request: web.BaseRequest, body: bytes) -> _Outcome:
@@ -680,7 +955,7 @@ class DevTokenServer:
             return _Outcome(_palisade_error(400, message), client_id)
         if not self._authenticate(client_id, secret):
             return _Outcome(_palisade_error(401, "invalid client credentials"), client_id)
-        token, lifetime, scope = self._issue()
+        token, lifetime, scope = self._issue(client_id)
         response = {"accessToken": token, "scope": scope, "expiresIn": lifetime, "tokenType": "Bearer"}
         return _Outcome(_json(200, response, _NO_STORE), client_id)
 
@@ -717,7 +992,7 @@ class DevTokenServer:
             response = _json(400, {"error": "invalid_scope", "error_description": "scope not granted"}, _NO_STORE)
             return _Outcome(response, client_id)
         # `audience` is accepted and ignored: one server, one audience.
-        token, lifetime, scope = self._issue()
+        token, lifetime, scope = self._issue(client_id)
         granted = " ".join(requested) if requested else scope
         result = {"access_token": token, "token_type": "Bearer", "expires_in": lifetime, "scope": granted}
         return _Outcome(_json(200, result, _NO_STORE), client_id)
