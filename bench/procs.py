@@ -12,8 +12,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -138,3 +140,22 @@ def wait_for_file(path: Path, child: Child, timeout: float) -> str:
                 return text
         time.sleep(0.05)
     raise TimeoutError(f"{child.name} did not write {path} within {timeout:.0f}s; see {child.log_path}")
+
+
+@dataclass(frozen=True)
+class Standin:
+    """A running API stand-in: its process, URL and a kubeconfig that points at it."""
+
+    child: Child
+    base_url: str
+    kubeconfig: Path
+
+
+def start_standin(children: Children, name: str, module: str, workdir: Path) -> Standin:
+    """``python -m MODULE --port 0`` (the API stand-in), once it serves and has written its kubeconfig."""
+    kubeconfig, port_file = workdir / f"{name}.kubeconfig", workdir / f"{name}.port"
+    argv = [sys.executable, "-m", module, "--port", "0", "--kubeconfig", str(kubeconfig), "--port-file", str(port_file)]
+    child = children.start(name, argv)
+    port = int(wait_for_file(port_file, child, 60))
+    wait_for_file(kubeconfig, child, 60)
+    return Standin(child, f"http://127.0.0.1:{port}", kubeconfig)

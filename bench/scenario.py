@@ -24,7 +24,7 @@ from .kube import Api, ReadyTracker, wait_until
 from .layout import CA_NAME, DEDUPE_CLIENT, DEDUPE_NS, ELECTION_NS, Layout, Resource
 from .measure import MIB, ApiCounts, RssSampler, cpu_seconds, histogram_quantile, peak_rate, sample_rss_for
 from .operators import Election, Flavor, Operator
-from .procs import Children, wait_for_file
+from .procs import Children, start_standin
 from .sizes import Size
 
 #: Every key the results carry, null where a phase could not measure it.
@@ -216,14 +216,9 @@ class Run:
     @contextlib.contextmanager
     def _standin(self) -> Iterator[None]:
         """The API stand-in of this run, stopped when the run ends (the next flavor gets a fresh one)."""
-        kubeconfig = self.workdir / f"{self.flavor.name}-kubeconfig"
-        port_file = self.workdir / f"{self.flavor.name}-standin.port"
-        argv = [sys.executable, "-m", self.standin_module, "--port", "0"]
-        argv += ["--kubeconfig", str(kubeconfig), "--port-file", str(port_file)]
-        child = self.children.start(f"{self.flavor.name}-standin", argv)
-        port = int(wait_for_file(port_file, child, 60))
-        wait_for_file(kubeconfig, child, 60)
-        self.base_url, self.kubeconfig, self.standin_pid = f"http://127.0.0.1:{port}", kubeconfig, child.pid
+        standin = start_standin(self.children, f"{self.flavor.name}-standin", self.standin_module, self.workdir)
+        child = standin.child
+        self.base_url, self.kubeconfig, self.standin_pid = standin.base_url, standin.kubeconfig, child.pid
         self.say(f"API stand-in at {self.base_url} (pid {child.pid})")
         try:
             yield

@@ -103,6 +103,12 @@ def news_key(resource: Mapping[str, Any]) -> tuple[Any, Any]:
     return meta.get("generation"), (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
 
 
+def renewal_order(resource: Mapping[str, Any]) -> str:
+    """A sort key: the status's renewalTime (RFC 3339 UTC sorts as text); "" when there is none."""
+    renewal = (resource.get("status") or {}).get("renewalTime")
+    return renewal if isinstance(renewal, str) else ""
+
+
 def has_leftovers(resource: Mapping[str, Any]) -> bool:
     meta = resource.get("metadata") or {}
     return "finalizers" in meta or any(k in LEGACY_ANNOTATIONS for k in meta.get("annotations") or {})
@@ -260,10 +266,16 @@ class Controller:
 
     def enqueue_all(self) -> None:
         """Every known resource gets a round (a new leader starts from the caches), after any key
-        that an event queued: a resource created during a failover is not served last."""
-        for informer in self.resources:
-            for key in informer.store:
-                self.queue.add(key, bulk=True)
+        that an event queued: a resource created during a failover is not served last.
+
+        Soonest renewal first (none known: first of all), so that after a restart with thousands
+        of resources the tokens closest to expiry are not refreshed after those with an hour left.
+        """
+        keys = [
+            (renewal_order(resource), key) for informer in self.resources for key, resource in informer.store.items()
+        ]
+        for _, key in sorted(keys):
+            self.queue.add(key, bulk=True)
 
     async def run_workers(self, count: int) -> None:
         """Run ``count`` workers until cancelled."""

@@ -16,6 +16,7 @@ from tokensync.controller import (
     dependencies,
     has_leftovers,
     news_key,
+    renewal_order,
 )
 from tokensync.reconciler import REFRESH_ANNOTATION
 
@@ -255,3 +256,13 @@ def test_has_leftovers(meta: dict[str, Any], expected: bool) -> None:
 )
 def test_has_leftovers_of_compacted_resources(meta: dict[str, Any], expected: bool) -> None:
     assert has_leftovers(compact_resource(resource(**meta))) is expected
+
+
+def test_a_restart_serves_the_soonest_renewal_first() -> None:
+    resources = {
+        "later": {"status": {"renewalTime": "2030-01-01T13:00:00Z"}},
+        "new": {"metadata": {"name": "new"}},
+        "sooner": {"status": {"renewalTime": "2030-01-01T12:00:05Z"}},
+        "broken": {"status": {"renewalTime": 42}},
+    }
+    assert sorted(resources, key=lambda name: renewal_order(resources[name])) == ["new", "broken", "sooner", "later"]
