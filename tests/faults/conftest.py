@@ -39,6 +39,7 @@ from tests.integration.conftest import (
     eventually,
     free_port,
 )
+from tests.integration.observe import events_for, has_condition, has_event, last_failure
 from tokensync.core import parse_rfc3339
 from tokensync.dev.cluster import FakeCluster
 from tokensync.dev.tokenserver import PALISADE_TOKEN_PATH, DevTokenServer, RequestRecord
@@ -61,8 +62,12 @@ __all__ = [
     "LogCapture",
     "OperatorRunner",
     "cc_spec",
+    "events_for",
     "eventually",
     "free_port",
+    "has_condition",
+    "has_event",
+    "last_failure",
 ]
 
 CREDENTIALS = "palisade-credentials"
@@ -103,38 +108,12 @@ def condition(api: Api, name: str, type_: str) -> dict[str, Any]:
     return api.condition(name, type_)
 
 
-def has_condition(api: Api, name: str, type_: str, status: str, reason: str | None = None) -> bool:
-    found = api.condition(name, type_)
-    return found.get("status") == status and (reason is None or found.get("reason") == reason)
-
-
 def is_ready(api: Api, name: str) -> bool:
     return has_condition(api, name, "Ready", "True")
 
 
-def last_failure(api: Api, name: str) -> dict[str, Any]:
-    return dict(api.status(name).get("lastFailure") or {})
-
-
-def events_for(api: Api, name: str) -> list[dict[str, Any]]:
-    """The core/v1 Events about one ClientCredential, oldest first."""
-    found = []
-    for event in api.events():
-        about = event.get("involvedObject") or event.get("regarding") or {}
-        if about.get("kind") == "ClientCredential" and about.get("name") == name:
-            found.append(event)
-    return sorted(found, key=lambda e: (e.get("lastTimestamp") or "", e["metadata"].get("resourceVersion", "")))
-
-
 def event_text(event: dict[str, Any]) -> str:
     return str(event.get("message") or event.get("note") or "")
-
-
-def has_event(api: Api, name: str, type_: str, reason: str) -> dict[str, Any] | None:
-    for event in events_for(api, name):
-        if event.get("type") == type_ and event.get("reason") == reason:
-            return event
-    return None
 
 
 def event_reasons(api: Api, name: str) -> Counter[tuple[str, str]]:

@@ -7,10 +7,7 @@ finish and its token land in the Secret before the process exits.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import OperatorProcess
 from tokensync.dev.cluster import FakeCluster
 from tokensync.dev.tokenserver import DevTokenServer
 
@@ -38,21 +36,16 @@ from .conftest import (
 )
 
 
-class OperatorProcess:
-    """``tokensync run`` in a process of its own, logging JSON to a file."""
+class Operator(OperatorProcess):
+    """``tokensync run`` logging JSON to a file, with its readiness probe."""
 
     def __init__(self, kubeconfig: Path, log: Path) -> None:
-        self.log_path = log
         self.health_port = free_port()
-        self._log = log.open("a")
-        command = [
-            sys.executable, "-m", "tokensync.cli", "run", "--kubeconfig", str(kubeconfig),
-            "--namespace", NAMESPACE, "--allowed-token-host", "127.0.0.1",
+        args = [
+            "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE, "--allowed-token-host", "127.0.0.1",
             "--log-format", "json", "--log-level", "debug", "--health-port", str(self.health_port),
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, env={**os.environ, "POD_NAME": "tokensync-0"}, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        super().__init__(args, log)
 
     def ready(self) -> bool:
         try:
@@ -65,20 +58,11 @@ class OperatorProcess:
         await eventually(lambda: self.ready() or self.process.poll() is not None, timeout=90, interval=0.2)
         assert self.process.poll() is None, f"the operator exited: {self.log_path.read_text()[-3000:]}"
 
-    def signal(self, number: int) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(number)
-
-    def close(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.process.wait(30)
-        self._log.close()
-
 
 @pytest.fixture
-def processes(kubeconfig: Path, tmp_path: Path) -> Iterator[list[OperatorProcess]]:
+def processes(kubeconfig: Path, tmp_path: Path) -> Iterator[list[Operator]]:
     """Operator processes started by the test (``start(processes, ...)``); all killed at the end."""
-    started: list[OperatorProcess] = []
+    started: list[Operator] = []
     yield started
     for process in started:
         process.close()
@@ -86,8 +70,8 @@ def processes(kubeconfig: Path, tmp_path: Path) -> Iterator[list[OperatorProcess
     assert '"level": "ERROR"' not in text, text[-3000:]
 
 
-def start(processes: list[OperatorProcess], kubeconfig: Path, tmp_path: Path) -> OperatorProcess:
-    process = OperatorProcess(kubeconfig, tmp_path / "operator.log")
+def start(processes: list[Operator], kubeconfig: Path, tmp_path: Path) -> Operator:
+    process = Operator(kubeconfig, tmp_path / "operator.log")
     processes.append(process)
     return process
 
@@ -105,7 +89,7 @@ async def test_sigkill_mid_exchange_loses_no_token_and_costs_at_most_the_exchang
     token_server: DevTokenServer,
     kubeconfig: Path,
     tmp_path: Path,
-    processes: list[OperatorProcess],
+    processes: list[Operator],
     logs: LogCapture,
     minted: TokenRecorder,
 ) -> None:
@@ -162,7 +146,7 @@ async def test_sigterm_waits_for_the_exchange_in_flight_and_its_token_lands_befo
     token_server: DevTokenServer,
     kubeconfig: Path,
     tmp_path: Path,
-    processes: list[OperatorProcess],
+    processes: list[Operator],
     logs: LogCapture,
     minted: TokenRecorder,
 ) -> None:

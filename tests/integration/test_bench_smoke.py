@@ -7,11 +7,11 @@ them; times depend on the machine's load. The naive baseline is skipped to save 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import run_to_end
+
 COUNTS = (
     "api_requests_per_refresh",
     "api_writes_per_refresh",
@@ -29,19 +29,7 @@ COUNTS = (
 def test_the_quick_bench_meets_the_count_targets(tmp_path: Path) -> None:
     output = tmp_path / "latest.json"
     command = [sys.executable, "-m", "bench", "--quick", "--no-baseline", "--output", str(output)]
-    bench = subprocess.Popen(
-        [*command, "--log-dir", str(tmp_path / "logs")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, stderr = bench.communicate(timeout=110)
-    finally:
-        if bench.poll() is None:  # SIGTERM, not SIGKILL: the bench then stops its own children
-            bench.terminate()
-            bench.communicate(timeout=60)
+    code, stdout, stderr = run_to_end([*command, "--log-dir", str(tmp_path / "logs")], timeout=110)
     print(stdout)  # the table, times included, for the CI log
     context = f"\n{stdout}\n{stderr[-3000:]}"
     assert output.exists(), context
@@ -63,4 +51,4 @@ def test_the_quick_bench_meets_the_count_targets(tmp_path: Path) -> None:
     assert round(r["dedupe_token_requests_per_lifetime"]) == 1, context
     # Two replicas: only the leader exchanges.
     assert r["failover_duplicate_exchanges"] == 0, context
-    assert bench.returncode == 0, context
+    assert code == 0, context

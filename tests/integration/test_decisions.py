@@ -22,7 +22,7 @@ from tokensync.dev.cluster import FakeCluster
 from tokensync.dev.tokenserver import DevTokenServer
 
 from .conftest import CLIENT_SECRET, NAMESPACE, Api, LogCapture, OperatorRunner, assert_clean, cc_spec, eventually
-from .test_failures import has_condition, has_event, last_failure
+from .observe import has_condition, has_event, last_failure
 
 WRONG_SECRET = "wr0ng-D-8c1e2f3a4b5c6d7e"
 

@@ -3,16 +3,14 @@ lease duration, a SIGTERMed one hands over at once. Real processes, as in a clus
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.processes import OperatorProcess
 from tokensync.dev.cluster import FakeCluster
 from tokensync.dev.tokenserver import DevTokenServer
 
@@ -23,29 +21,16 @@ LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 4.0, 3.0, 0.5
 SLACK = 8.0
 
 
-class Replica:
+class Replica(OperatorProcess):
     def __init__(self, name: str, kubeconfig: Path, log: Path, lease: float, renew: float) -> None:
         self.name = name
-        self._log = log.open("w")
-        command = [
-            sys.executable, "-m", "tokensync.cli", "run", "--kubeconfig", str(kubeconfig),
-            "--namespace", NAMESPACE, "--allowed-token-host", "127.0.0.1", "--log-format", "json",
-            "--leader-elect", "--leader-election-namespace", NAMESPACE, "--leader-election-id", "tokensync",
-            f"--lease-duration={lease}", f"--renew-deadline={renew}",
+        args = [
+            "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE, "--allowed-token-host", "127.0.0.1",
+            "--log-format", "json", "--leader-elect", "--leader-election-namespace", NAMESPACE,
+            "--leader-election-id", "tokensync", f"--lease-duration={lease}", f"--renew-deadline={renew}",
             f"--retry-period={RETRY_PERIOD}",
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, env={**os.environ, "POD_NAME": name}, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def signal(self, number: int) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(number)
-
-    def close(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.process.wait(30)
-        self._log.close()
+        super().__init__(args, log, pod_name=name)
 
 
 @pytest.fixture

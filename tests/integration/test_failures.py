@@ -36,6 +36,7 @@ from .conftest import (
     cc_spec,
     eventually,
 )
+from .observe import events_for, has_condition, has_event, last_failure
 
 WRONG_SECRET = "wr0ng-B-5e3d9c1a7b2f4e6d"
 CREDENTIALS = "palisade-credentials"
@@ -87,34 +88,8 @@ def condition(api: Api, name: str, type_: str) -> dict[str, Any]:
     return api.condition(name, type_)
 
 
-def has_condition(api: Api, name: str, type_: str, status: str, reason: str | None = None) -> bool:
-    found = api.condition(name, type_)
-    return found.get("status") == status and (reason is None or found.get("reason") == reason)
-
-
-def last_failure(api: Api, name: str) -> dict[str, Any]:
-    return dict(api.status(name).get("lastFailure") or {})
-
-
-def events_for(api: Api, name: str) -> list[dict[str, Any]]:
-    """The Events about one ClientCredential (core/v1 or events.k8s.io/v1 shape)."""
-    found = []
-    for event in api.events():
-        about = event.get("involvedObject") or event.get("regarding") or {}
-        if about.get("kind") == "ClientCredential" and about.get("name") == name:
-            found.append(event)
-    return found
-
-
 def event_text(event: dict[str, Any]) -> str:
     return event.get("message") or event.get("note") or ""
-
-
-def has_event(api: Api, name: str, type_: str, reason: str) -> dict[str, Any] | None:
-    for event in events_for(api, name):
-        if event.get("type") == type_ and event.get("reason") == reason:
-            return event
-    return None
 
 
 def exchanges(token_server: DevTokenServer) -> list[RequestRecord]:

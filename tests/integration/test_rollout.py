@@ -19,7 +19,7 @@ from .conftest import (
     cc_spec,
     eventually,
 )
-from .test_failures import has_condition, has_event
+from .observe import has_condition, has_event
 
 RESTARTED_AT = "tokensync.io/restartedAt"
 TARGETS = [{"kind": "Deployment", "name": "web"}, {"kind": "StatefulSet", "name": "db"}]

@@ -9,33 +9,20 @@ lost or duplicated; the event loop keeps up. bench/README.md ("The soak test") d
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import run_to_end
 
 
 @pytest.mark.timeout(420)
 def test_the_one_minute_soak_passes_its_checks(tmp_path: Path) -> None:
     output = tmp_path / "soak.json"
     command = [sys.executable, "-m", "bench.soak", "--profile", "ci", "--output", str(output)]
-    soak = subprocess.Popen(
-        [*command, "--log-dir", str(tmp_path / "logs")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, stderr = soak.communicate(timeout=360)
-    finally:
-        if soak.poll() is None:  # SIGTERM, not SIGKILL: the soak then stops its own children
-            soak.terminate()
-            soak.communicate(timeout=60)
+    code, stdout, stderr = run_to_end([*command, "--log-dir", str(tmp_path / "logs")], timeout=360)
     print(stdout)  # the table, for the CI log
     context = f"\n{stdout}\n{stderr[-3000:]}"
     assert output.exists(), context
@@ -59,7 +46,7 @@ def test_the_one_minute_soak_passes_its_checks(tmp_path: Path) -> None:
     assert sum(r["restarts"].values()) >= 1, context
     assert sum(r["fault_windows"].values()) >= 1, context
     assert r["renewals_with_clean_retry_window"] >= 25, context
-    assert soak.returncode == 0, context
+    assert code == 0, context
 
 
 def _unexcused(r: dict[str, Any]) -> list[dict[str, Any]]:
