@@ -34,6 +34,13 @@ plain kmock 0.8 is not faithful enough for kopf. Relative to plain kmock 0.8, it
 * Label selectors (``=``, ``==``, ``!=``, ``in``, ``notin``, ``key``, ``!key``, ``>``, ``<``)
   and field selectors (``=``, ``==``, ``!=`` on any dotted path) for list, watch and
   deletecollection; watches see objects entering/leaving a selector as ADDED/DELETED.
+* Tables for ``kubectl get``: custom resources (declared with their CRD's printer columns, see
+  :meth:`ResourceDecl.from_crd`) answer ``as=Table;g=meta.k8s.io;v=v1`` (or ``v1beta1``) with the
+  Table the apiserver renders: Name, then each column's JSONPath (client-go's, ported), formatted by
+  type ("date": the time since, ``<invalid>`` in the future), ``?includeObject=`` honoured. Built-in
+  kinds skip the Table offer (the stand-in has none of their printers; kubectl prints NAME and AGE
+  from whole objects); watches stream whole objects. Discovery lists subresources after their
+  resource, without its short names (kmock copies them, and kubectl then warns about "cc").
 * The status subresource is separate: writes to the main resource ignore ``.status``;
   writes to ``/status`` change only ``.status``.
 * PUT (replace) of the main resource and ``/status``, and DELETE of a collection.
@@ -96,13 +103,16 @@ import collections
 import concurrent.futures
 import contextlib
 import datetime
+import decimal
 import functools
 import json
+import math
 import re
 import secrets
 import signal
 import sys
 import threading
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -116,7 +126,21 @@ import kmock
 import yaml
 from typing_extensions import override
 
-__all__ = ["DEFAULT_RESOURCES", "DevClusterHandler", "FakeCluster", "Fault", "ResourceDecl"]
+from .. import crd as _crd
+
+__all__ = [
+    "DEFAULT_RESOURCES",
+    "DevClusterHandler",
+    "FakeCluster",
+    "Fault",
+    "JsonPathError",
+    "PrinterColumn",
+    "ResourceDecl",
+    "execute_jsonpath",
+    "go_float",
+    "go_json",
+    "human_duration",
+]
 
 JsonDict = dict[str, Any]
 _T = TypeVar("_T")
@@ -141,6 +165,867 @@ _SERVER_OWNED_META = (
 )
 
 
+# --------------------------------------------------------------------------------------------
+# Printer columns: what `kubectl get` prints for a custom resource, rendered by the server.
+#
+# kubectl asks for a meta.k8s.io Table and prints the cells it gets. For a custom resource the
+# apiserver computes them from the CRD's additionalPrinterColumns (apiextensions-apiserver's
+# tableconvertor): a Name column, then each column's JSONPath evaluated by client-go's
+# util/jsonpath with missing keys allowed, and each value formatted by the column's type.
+# What follows is a port of those three pieces: the JSONPath parser and evaluator (with their
+# quirks: the first value of the first result is shown, errors and missing values leave a cell
+# empty), Go's text and JSON rendering of values in "string" columns, and the cell formats of
+# the other types, with apimachinery's HumanDuration for "date" columns.
+# --------------------------------------------------------------------------------------------
+
+
+class JsonPathError(ValueError):
+    """A JSONPath template that client-go's parser rejects (or the stand-in does not support)."""
+
+
+class _EvalError(Exception):
+    """A failed JSONPath step, with the values client-go returns alongside the error.
+
+    Those values matter in one place: an existence filter (``[?(@.x)]``) keeps an element when
+    evaluating ``@.x`` on it returned values, even together with an error.
+    """
+
+    def __init__(self, message: str, values: list[Any]) -> None:
+        super().__init__(message)
+        self.values = values
+
+
+@dataclass
+class _ListNode:
+    nodes: list[_JsonPathNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _TextNode:
+    text: str
+
+
+@dataclass(frozen=True)
+class _FieldNode:
+    name: str
+
+
+@dataclass(frozen=True)
+class _SliceParam:
+    value: int = 0
+    known: bool = False
+    derived: bool = False
+
+
+@dataclass(frozen=True)
+class _ArrayNode:
+    params: tuple[_SliceParam, _SliceParam, _SliceParam]
+
+
+@dataclass(frozen=True)
+class _FilterNode:
+    left: _ListNode
+    right: _ListNode
+    operator: str  # "exists", "==", "!=", "<", ">", "<=", ">=" (or whatever else was written)
+
+
+@dataclass(frozen=True)
+class _LiteralNode:
+    value: int | float | bool
+
+
+@dataclass(frozen=True)
+class _WildcardNode:
+    pass
+
+
+@dataclass(frozen=True)
+class _RecursiveNode:
+    pass
+
+
+@dataclass(frozen=True)
+class _UnionNode:
+    lists: tuple[_ListNode, ...]
+
+
+@dataclass(frozen=True)
+class _IdentifierNode:
+    name: str
+
+
+_JsonPathNode = (
+    _ListNode
+    | _TextNode
+    | _FieldNode
+    | _ArrayNode
+    | _FilterNode
+    | _LiteralNode
+    | _WildcardNode
+    | _RecursiveNode
+    | _UnionNode
+    | _IdentifierNode
+)
+
+_DICT_KEY_RE = re.compile(r"'([^']*)'")
+_SLICE_RE = re.compile(r"(-?[0-9]*)(:-?[0-9]*)?(:-?[0-9]*)?")  # RE2's \d: ASCII digits
+_FILTER_RE = re.compile(r"([^!<>=]+)([!<>=]+)(.+?)")
+_GO_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+
+
+def _is_alphanumeric(char: str | None) -> bool:
+    """Go's unicode.IsLetter or unicode.IsDigit, or an underscore."""
+    return char is not None and (char == "_" or char.isalpha() or unicodedata.category(char) == "Nd")
+
+
+def _is_terminator(char: str | None) -> bool:
+    return char is None or char in " \t\r\n.,[]$@{}"
+
+
+def _go_unquote(quoted: str) -> str:
+    """client-go's UnquoteExtend: strconv.Unquote, for single quotes too."""
+    if len(quoted) < 2 or quoted[0] != quoted[-1] or quoted[0] not in "\"'":
+        raise JsonPathError(f"unquote string {quoted} error invalid syntax")
+    quote, body = quoted[0], quoted[1:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == quote:
+            raise JsonPathError(f"unquote string {quoted} error invalid syntax")
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        escape = body[i + 1 : i + 2]
+        if escape in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[escape])
+            i += 2
+        elif escape == quote:
+            out.append(quote)
+            i += 2
+        elif escape in ("x", "u", "U"):
+            width = {"x": 2, "u": 4, "U": 8}[escape]
+            digits = body[i + 2 : i + 2 + width]
+            if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise JsonPathError(f"unquote string {quoted} error invalid syntax")
+            out.append(chr(int(digits, 16)))
+            i += 2 + width
+        elif escape and escape in "01234567":
+            digits = body[i + 1 : i + 4]
+            if len(digits) != 3 or not all(c in "01234567" for c in digits) or int(digits, 8) > 255:
+                raise JsonPathError(f"unquote string {quoted} error invalid syntax")
+            out.append(chr(int(digits, 8)))
+            i += 4
+        else:
+            raise JsonPathError(f"unquote string {quoted} error invalid syntax")
+    return "".join(out)
+
+
+class _JsonPathParser:
+    """A port of client-go's util/jsonpath parser (``{...}`` actions in a text template)."""
+
+    def __init__(self, text: str) -> None:
+        self.input = text
+        self.pos = 0
+        self.start = 0
+        self.width = 0
+        self.root = _ListNode()
+
+    @classmethod
+    def parse(cls, text: str) -> _ListNode:
+        parser = cls(text)
+        parser._run()
+        return parser.root
+
+    @classmethod
+    def parse_action(cls, text: str) -> _ListNode:
+        """The list node of one action (client-go's parseAction: ``{text}``)."""
+        node = cls.parse("{" + text + "}").nodes[0]
+        assert isinstance(node, _ListNode)
+        return node
+
+    def _next(self) -> str | None:
+        if self.pos >= len(self.input):
+            self.width = 0
+            return None
+        self.width = 1
+        self.pos += 1
+        return self.input[self.pos - 1]
+
+    def _peek(self) -> str | None:
+        char = self._next()
+        self._backup()
+        return char
+
+    def _backup(self) -> None:
+        self.pos -= self.width
+
+    def _consume(self) -> str:
+        value = self.input[self.start : self.pos]
+        self.start = self.pos
+        return value
+
+    def _run(self) -> None:
+        current: _ListNode | None = None  # None: in the text between actions
+        while True:
+            if current is None:
+                brace = self.input.find("{", self.pos)
+                if brace < 0:
+                    self.pos = len(self.input)
+                    if self.pos > self.start:
+                        self.root.nodes.append(_TextNode(self._consume()))
+                    return
+                self.pos = brace
+                if self.pos > self.start:
+                    self.root.nodes.append(_TextNode(self._consume()))
+                self.pos += 1
+                self._consume()
+                current = _ListNode()
+                self.root.nodes.append(current)
+            current = self._inside_action(current)
+
+    def _inside_action(self, current: _ListNode) -> _ListNode | None:
+        """One step inside an action; the list to go on with, or None once the action is closed."""
+        if self.input.startswith("}", self.pos):
+            self.pos += 1
+            self._consume()
+            return None
+        if self.input.startswith("[?(", self.pos):
+            self._parse_filter(current)
+            return current
+        if self.input.startswith("..", self.pos):
+            self._parse_recursive(current)
+            return current
+        char = self._next()
+        if char is None or char in "\r\n":
+            raise JsonPathError("unclosed action")
+        if char in " @$":
+            self._consume()
+        elif char == "[":
+            self._parse_array(current)
+        elif char in "\"'":
+            self._parse_quote(current, char)
+        elif char == ".":
+            self._parse_field(current)
+        elif char in "+-" or unicodedata.category(char) == "Nd":
+            self._backup()
+            self._parse_number(current)
+        elif _is_alphanumeric(char):
+            self._backup()
+            self._parse_identifier(current)
+        else:
+            raise JsonPathError(f"unrecognized character in action: {char!r}")
+        return current
+
+    def _parse_identifier(self, current: _ListNode) -> None:
+        while not _is_terminator(self._next()):
+            pass
+        self._backup()
+        value = self._consume()
+        current.nodes.append(_LiteralNode(value == "true") if value in ("true", "false") else _IdentifierNode(value))
+
+    def _parse_recursive(self, current: _ListNode) -> None:
+        if current.nodes and isinstance(current.nodes[-1], _RecursiveNode):
+            raise JsonPathError("invalid multiple recursive descent")
+        self.pos += 2
+        self._consume()
+        current.nodes.append(_RecursiveNode())
+        if _is_alphanumeric(self._peek()):
+            self._parse_field(current)
+
+    def _parse_number(self, current: _ListNode) -> None:
+        if self._peek() in ("+", "-"):
+            self._next()
+        while (char := self._next()) is not None and (char == "." or unicodedata.category(char) == "Nd"):
+            pass
+        self._backup()
+        value = self._consume()
+        if re.fullmatch(r"[+-]?[0-9]+", value):
+            current.nodes.append(_LiteralNode(int(value)))
+        elif re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)", value):
+            current.nodes.append(_LiteralNode(float(value)))
+        else:
+            raise JsonPathError(f"cannot parse number {value}")
+
+    def _parse_array(self, current: _ListNode) -> None:
+        while True:
+            char = self._next()
+            if char is None or char == "\n":
+                raise JsonPathError("unterminated array")
+            if char == "]":
+                break
+        text = self._consume()[1:-1]
+        if text == "*":
+            text = ":"
+        parts = text.split(",")
+        if len(parts) > 1:
+            current.nodes.append(_UnionNode(tuple(self.parse_action(f"[{part.strip(' ')}]") for part in parts)))
+            return
+        if key := _DICT_KEY_RE.fullmatch(text):
+            current.nodes.extend(self.parse_action(f".{key[1]}").nodes)
+            return
+        match = _SLICE_RE.fullmatch(text)
+        if match is None:
+            raise JsonPathError(f"invalid array index {text}")
+        params: list[_SliceParam] = []
+        for index, group in enumerate(match.groups(default="")):
+            if group:
+                number = group[1:] if index > 0 else group
+                if index > 0 and number == "":
+                    params.append(_SliceParam())
+                elif re.fullmatch(r"[+-]?[0-9]+", number):
+                    params.append(_SliceParam(int(number), known=True))
+                else:
+                    raise JsonPathError(f"array index {number} is not a number")
+            elif index == 1:
+                params.append(_SliceParam(params[0].value + 1, known=True, derived=True))
+            else:
+                params.append(_SliceParam())
+        current.nodes.append(_ArrayNode((params[0], params[1], params[2])))
+
+    def _parse_filter(self, current: _ListNode) -> None:
+        self.pos += 3
+        self._consume()
+        begin = end = False
+        pair = ""
+        while True:
+            char = self._next()
+            if char is None or char == "\n":
+                raise JsonPathError("unterminated filter")
+            if char in "\"'":
+                if not begin:
+                    begin, pair = True, char
+                    continue
+                if self.input[self.pos - 2] != "\\" and char == pair:
+                    end = True
+            elif char == ")" and begin == end:
+                break
+        if self._next() != "]":
+            raise JsonPathError("unclosed array expect ]")
+        text = self._consume()[:-2]
+        match = _FILTER_RE.fullmatch(text)
+        if match is None:
+            current.nodes.append(_FilterNode(self.parse_action(text), _ListNode(), "exists"))
+        else:
+            left, operator, right = match.groups()
+            current.nodes.append(_FilterNode(self.parse_action(left), self.parse_action(right), operator))
+
+    def _parse_quote(self, current: _ListNode, end: str) -> None:
+        while True:
+            char = self._next()
+            if char is None or char == "\n":
+                raise JsonPathError("unterminated quoted string")
+            if char == end and self.input[self.pos - 2] != "\\":
+                break
+        current.nodes.append(_TextNode(_go_unquote(self._consume())))
+
+    def _parse_field(self, current: _ListNode) -> None:
+        self._consume()
+        while True:
+            char = self._next()
+            if char == "\\":
+                self._next()
+            elif _is_terminator(char):
+                self._backup()
+                break
+        value = self._consume()
+        current.nodes.append(_WildcardNode() if value == "*" else _FieldNode(value.replace("\\", "")))
+
+
+def _jsonpath_nodes(node: _JsonPathNode) -> Iterator[_JsonPathNode]:
+    yield node
+    children: Iterable[_JsonPathNode] = ()
+    if isinstance(node, _ListNode):
+        children = node.nodes
+    elif isinstance(node, _FilterNode):
+        children = (node.left, node.right)
+    elif isinstance(node, _UnionNode):
+        children = node.lists
+    for child in children:
+        yield from _jsonpath_nodes(child)
+
+
+def compile_jsonpath(template: str) -> _ListNode:
+    """Parse a JSONPath template as client-go does (``{.status.conditions[?(@.type=="Ready")].status}``).
+
+    ``range``/``end`` blocks are not supported (printer columns are simple paths); they raise
+    :class:`JsonPathError`, as do templates client-go rejects.
+    """
+    root = _JsonPathParser.parse(template)
+    for node in _jsonpath_nodes(root):
+        if isinstance(node, _IdentifierNode) and node.name in ("range", "end"):
+            raise JsonPathError(f"{template!r}: range/end blocks are not supported by the stand-in")
+    return root
+
+
+def find_results(template: _ListNode, data: Any) -> list[list[Any]]:
+    """client-go's ``JSONPath.FindResults`` with ``AllowMissingKeys(true)``: one list of values per top-level node.
+
+    Raises :class:`ValueError` where client-go returns an error.
+    """
+    try:
+        return [_walk([data], node) for node in template.nodes]
+    except _EvalError as e:
+        raise ValueError(str(e)) from None
+
+
+def _walk(values: list[Any], node: _JsonPathNode) -> list[Any]:
+    if isinstance(node, _ListNode):
+        for child in node.nodes:
+            values = _walk(values, child)  # an error carries the failing step's values, as evalList returns them
+        return values
+    if isinstance(node, _TextNode):
+        return [node.text]
+    if isinstance(node, _FieldNode):
+        return [_as_stored(v[node.name]) for v in values if isinstance(v, dict) and node.name in v]
+    if isinstance(node, _ArrayNode):
+        return _eval_array(values, node)
+    if isinstance(node, _FilterNode):
+        return _eval_filter(values, node)
+    if isinstance(node, _LiteralNode):
+        return [node.value] * len(values)
+    if isinstance(node, _WildcardNode):
+        return [child for v in values for child in _children(v)]
+    if isinstance(node, _RecursiveNode):
+        return _eval_recursive(values)
+    if isinstance(node, _UnionNode):
+        found: list[Any] = []
+        for branch in node.lists:
+            try:
+                found.extend(_walk(values, branch))
+            except _EvalError as e:
+                raise _EvalError(str(e), values) from None
+        return found
+    raise _EvalError(f"unrecognized identifier {node.name}", values)
+
+
+def _children(value: Any) -> list[Any]:
+    """What a wildcard or a recursive descent enumerates (a string's bytes, as Go indexes strings)."""
+    if isinstance(value, dict):
+        return [_as_stored(v) for v in value.values()]
+    if isinstance(value, list):
+        return [_as_stored(v) for v in value]
+    if isinstance(value, str):
+        return list(value.encode())
+    return []
+
+
+def _eval_recursive(values: list[Any]) -> list[Any]:
+    found: list[Any] = []
+    for value in values:
+        children = _children(value)
+        if children:
+            found.append(value)
+            found.extend(_eval_recursive(children))
+    return found
+
+
+def _go_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "map[string]interface {}"
+    for kind, name in ((bool, "bool"), (int, "int64"), (float, "float64"), (str, "string")):
+        if isinstance(value, kind):
+            return name
+    return "interface {}"
+
+
+def _eval_array(values: list[Any], node: _ArrayNode) -> list[Any]:
+    found: list[Any] = []
+    for value in values:
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise _EvalError(f"{_go_type(value)} is not array or slice", values)
+        first, last, step_param = node.params
+        length = len(value)
+        start = first.value if first.known else 0
+        if start < 0:
+            start += length
+        stop = last.value if last.known else length
+        if stop < 0 or (stop == 0 and last.derived):
+            stop += length
+        if stop == start:
+            return found  # zero elements asked for: client-go returns at once, whatever the other values
+        if start >= length or start < 0:
+            raise _EvalError(f"array index out of bounds: index {start}, length {length}", values)
+        if stop > length or stop < 0:
+            raise _EvalError(f"array index out of bounds: index {stop - 1}, length {length}", values)
+        if start > stop:
+            raise _EvalError(f"starting index {start} is greater than ending index {stop}", values)
+        step = 1
+        if step_param.known:
+            if step_param.value <= 0:
+                raise _EvalError("step must be > 0", values)
+            step = step_param.value
+        found.extend(_as_stored(item) for item in value[start:stop:step])
+    return found
+
+
+def _eval_filter(values: list[Any], node: _FilterNode) -> list[Any]:
+    found: list[Any] = []
+    for value in values:
+        if not isinstance(value, list):
+            raise _EvalError(f"{value} is not array or slice and cannot be filtered", values)
+        for item in map(_as_stored, value):
+            error: _EvalError | None = None
+            try:
+                lefts = _walk([item], node.left)
+            except _EvalError as e:
+                lefts, error = e.values, e
+            if node.operator == "exists":
+                if lefts:
+                    found.append(item)
+                continue
+            if error is not None:
+                raise _EvalError(str(error), values)
+            if not lefts:
+                continue
+            if len(lefts) > 1:
+                raise _EvalError("can only compare one element at a time", values)
+            try:
+                rights = _walk([item], node.right)
+            except _EvalError as e:
+                raise _EvalError(str(e), values) from None
+            if not rights:
+                continue
+            if len(rights) > 1:
+                raise _EvalError("can only compare one element at a time", values)
+            try:
+                passed = _go_compare(node.operator, lefts[0], rights[0])
+            except ValueError as e:
+                raise _EvalError(str(e), found) from None
+            if passed:
+                found.append(item)
+    return found
+
+
+def _as_stored(value: Any) -> Any:
+    """A number of an object as the apiserver reads it back (the JSONPath steps that take values from data apply it).
+
+    etcd holds the JSON that Go wrote: float64(3) there is 3, read back as an integer. So a stored
+    3.0 prints as 3 (1e6 as 1000000, not 1e+06) and equals the literal 3 in a filter.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    return value
+
+
+def _comparison_kind(value: Any) -> str:
+    """The kind of a value as Go's text/template compares it (ints of any size are one kind)."""
+    for kind, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "string")):
+        if isinstance(value, kind):
+            return name
+    raise ValueError("invalid type for comparison")
+
+
+def _go_compare(operator: str, left: Any, right: Any) -> bool:
+    """client-go's forked text/template eq, ne, lt, le, gt, ge: values of different kinds do not compare."""
+
+    def equal() -> bool:
+        if _comparison_kind(left) != _comparison_kind(right):
+            raise ValueError("incompatible types for comparison")
+        return bool(left == right)
+
+    def less() -> bool:
+        kind = _comparison_kind(left)
+        if kind != _comparison_kind(right):
+            raise ValueError("incompatible types for comparison")
+        if kind == "bool":
+            raise ValueError("invalid type for comparison")
+        return bool(left < right)
+
+    match operator:
+        case "==":
+            return equal()
+        case "!=":
+            return not equal()
+        case "<":
+            return less()
+        case "<=":
+            return less() or equal()
+        case ">":
+            return not (less() or equal())
+        case ">=":
+            return not less()
+    raise ValueError(f"unrecognized filter operator {operator}")
+
+
+# ----- Go's rendering of values -----
+
+
+def _shortest_digits(value: float) -> tuple[str, int]:
+    """The shortest digits that read back as ``abs(value)``, and the decimal point: value = 0.digits * 10**dp."""
+    decimal_value = decimal.Decimal(repr(abs(value)))
+    digits = "".join(map(str, decimal_value.as_tuple().digits)).lstrip("0")
+    exponent = cast(int, decimal_value.as_tuple().exponent)
+    stripped = digits.rstrip("0")
+    exponent += len(digits) - len(stripped)
+    return stripped, len(stripped) + exponent
+
+
+def _go_fmt_e(digits: str, dp: int, precision: int) -> str:
+    mantissa = digits[0] + ("." + digits[1 : precision + 1].ljust(precision, "0") if precision > 0 else "")
+    exponent = dp - 1
+    sign = "-" if exponent < 0 else "+"
+    return f"{mantissa}e{sign}{abs(exponent):02d}"
+
+
+def _go_fmt_f(digits: str, dp: int, precision: int) -> str:
+    whole = digits[:dp].ljust(dp, "0") if dp > 0 else "0"
+    if precision <= 0:
+        return whole
+    fraction = "".join(digits[j] if 0 <= j < len(digits) else "0" for j in range(dp, dp + precision))
+    return f"{whole}.{fraction}"
+
+
+def go_float(value: float, *, json_style: bool = False) -> str:
+    """A float64 as Go prints it: ``fmt.Sprint`` (``%v``: shortest ``%g``), or ``encoding/json`` with ``json_style``."""
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return f"{sign}0"
+    digits, dp = _shortest_digits(value)
+    if json_style:
+        if 1e-6 <= abs(value) < 1e21:
+            return sign + _go_fmt_f(digits, dp, max(len(digits) - dp, 0))
+        text = _go_fmt_e(digits, dp, len(digits) - 1)
+        return sign + re.sub(r"e-0(\d)$", r"e-\1", text)  # encoding/json writes e-7, not e-07
+    if dp - 1 < -4 or dp - 1 >= 6:  # shortest %g: exponent form outside [1e-4, 1e6)
+        return sign + _go_fmt_e(digits, dp, len(digits) - 1)
+    return sign + _go_fmt_f(digits, dp, max(len(digits) - dp, 0))
+
+
+def _go_json_string(text: str) -> str:
+    encoded = json.dumps(text, ensure_ascii=False)  # escapes as Go does (\n, \b, \u001f), but for these:
+    for char in "<>&\u2028\u2029":
+        encoded = encoded.replace(char, f"\\u{ord(char):04x}")
+    return encoded
+
+
+def go_json(value: Any) -> str:
+    """``json.Marshal`` of a decoded JSON value, as Go writes it: compact, map keys sorted, HTML characters escaped."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return go_float(value, json_style=True)
+    if isinstance(value, str):
+        return _go_json_string(value)
+    if isinstance(value, list):
+        return "[" + ",".join(go_json(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_go_json_string(k)}:{go_json(v)}" for k, v in sorted(value.items())) + "}"
+    raise TypeError(f"not a JSON value: {value!r}")
+
+
+def _go_print(value: Any) -> str:
+    """How client-go's ``JSONPath.PrintResults`` prints one value: maps and lists as JSON, the rest with fmt."""
+    if isinstance(value, dict | list):
+        return go_json(value)
+    if value is None:
+        return "<no value>"  # text/template's printableValue of an invalid (nil) value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return go_float(value)
+    return str(value)
+
+
+def execute_jsonpath(template: str, data: Any) -> str:
+    """client-go's ``JSONPath.Execute`` with missing keys allowed: the text ``kubectl -o jsonpath`` would print.
+
+    A null prints as ``null`` here; in a Table's string column, as ``<no value>`` (the tableconvertor
+    hands the printer a bare nil).
+    """
+    found = find_results(compile_jsonpath(template), data)
+    return "".join(" ".join("null" if v is None else _go_print(v) for v in values) for values in found)
+
+
+def human_duration(elapsed: datetime.timedelta) -> str:
+    """apimachinery's ``duration.HumanDuration``: ~2-3 significant figures; ``<invalid>`` from 2 s in the future."""
+    micros = elapsed // datetime.timedelta(microseconds=1)
+    seconds = -(-micros // 1_000_000) if micros < 0 else micros // 1_000_000  # int(d.Seconds()) truncates
+    if seconds < -1:
+        return "<invalid>"
+    if seconds < 0:
+        return "0s"
+    if seconds < 60 * 2:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 10:
+        rest = seconds % 60
+        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
+    if minutes < 60 * 3:
+        return f"{minutes}m"
+    hours = seconds // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        rest = (hours // 24) % 365
+        return f"{hours // 24 // 365}y" if rest == 0 else f"{hours // 24 // 365}y{rest}d"
+    return f"{hours // 24 // 365}y"
+
+
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(?:Z|([+-])(\d{2}):(\d{2}))", re.ASCII
+)
+_ZERO_TIME = datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)  # Go's time.Time{}
+
+
+def _parse_rfc3339(text: str) -> datetime.datetime | None:
+    """Go's ``time.Parse(time.RFC3339, text)``; None where it fails."""
+    match = _RFC3339_RE.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, sign, offset_hours, offset_minutes = match.groups()
+    if (sign and (int(offset_hours) > 23 or int(offset_minutes) > 59)) or int(hour) > 23:
+        return None
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    offset = datetime.timedelta(hours=int(offset_hours or 0), minutes=int(offset_minutes or 0))
+    zone = datetime.timezone(-offset if sign == "-" else offset)
+    try:  # out of range: month 13, February 30, second 60 (Go refuses leap seconds); years before 1 AD
+        return datetime.datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tzinfo=zone
+        )
+    except ValueError:
+        return None
+
+
+def _date_cell(text: str, now: datetime.datetime) -> str:
+    """A "date" cell: the time since an RFC 3339 timestamp (``metav1.Time.UnmarshalQueryParameter``, HumanDuration)."""
+    if text in ("", "null"):
+        return "<unknown>"  # the zero time
+    parsed = _parse_rfc3339(text)
+    if parsed is None:
+        return "<invalid>"
+    try:
+        if parsed == _ZERO_TIME:
+            return "<unknown>"
+        return human_duration(now - parsed)
+    except OverflowError:  # an offset pushes it before 1 AD: long, long ago
+        return human_duration(now - _ZERO_TIME)
+
+
+def _typed_cell(column_type: str, value: Any, now: datetime.datetime) -> Any:
+    """The tableconvertor's ``cellForJSONValue``: a value of the wrong type leaves the cell empty."""
+    value = _as_stored(value)
+    if value is None or (isinstance(value, bool) and column_type in ("integer", "number")):
+        return None
+    if column_type == "integer" and isinstance(value, int | float):
+        return int(value)  # Go's int64(float64) truncates toward zero
+    if column_type == "number" and isinstance(value, int | float):
+        return _as_stored(float(value))  # a float64, which Go's encoding/json writes as 3 when it is 3.0
+    if column_type == "boolean" and isinstance(value, bool):
+        return value
+    if column_type == "string" and isinstance(value, str):
+        return value
+    if column_type == "date" and isinstance(value, str):
+        return _date_cell(value, now)
+    return None
+
+
+#: The types a CRD's printer column may have (apiextensions validation).
+PRINTER_COLUMN_TYPES = frozenset({"integer", "number", "string", "boolean", "date"})
+# metav1.ObjectMeta's API documentation, which the apiserver uses as column descriptions.
+_NAME_DESCRIPTION = (
+    "Name must be unique within a namespace. Is required when creating resources, although some resources "
+    "may allow a client to request the generation of an appropriate name automatically. Name is primarily "
+    "intended for creation idempotence and configuration definition. Cannot be updated. More info: "
+    "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+)
+_CREATION_TIMESTAMP_DESCRIPTION = (
+    "CreationTimestamp is a timestamp representing the server time when this object was created. It is not "
+    "guaranteed to be set in happens-before order across separate operations. Clients may not set this value. "
+    "It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. "
+    "More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"
+)
+#: The first column of every custom resource's Table.
+NAME_COLUMN_DEFINITION: JsonDict = {
+    "name": "Name",
+    "type": "string",
+    "format": "name",
+    "description": _NAME_DESCRIPTION,
+    "priority": 0,
+}
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One of a CRD version's ``additionalPrinterColumns``: the server renders them into what ``kubectl get`` prints."""
+
+    name: str
+    type: str  # integer, number, string, boolean or date
+    json_path: str  # a simple JSONPath such as ".status.secretName"
+    format: str = ""
+    description: str = ""
+    priority: int = 0  # 0: shown by default; higher: with -o wide
+    _template: _ListNode = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.type not in PRINTER_COLUMN_TYPES:
+            allowed = ", ".join(sorted(PRINTER_COLUMN_TYPES))
+            raise ValueError(f"printer column {self.name!r}: type must be one of {allowed}")
+        if not self.json_path.startswith("."):
+            raise ValueError(f"printer column {self.name!r}: must be a simple json path starting with .")
+        try:
+            template = compile_jsonpath("{" + self.json_path + "}")
+        except JsonPathError as e:
+            message = f"printer column {self.name!r}: unrecognized column definition {self.json_path!r}: {e}"
+            raise JsonPathError(message) from None
+        object.__setattr__(self, "_template", template)
+
+    @classmethod
+    def from_crd(cls, column: Mapping[str, Any]) -> PrinterColumn:
+        """From a CRD's ``additionalPrinterColumns`` entry (apiextensions.k8s.io/v1)."""
+        return cls(
+            name=column["name"],
+            type=column["type"],
+            json_path=column["jsonPath"],
+            format=column.get("format") or "",
+            description=column.get("description") or "",
+            priority=int(column.get("priority") or 0),
+        )
+
+    def definition(self) -> JsonDict:
+        """The ``columnDefinitions`` entry of a Table (metav1.TableColumnDefinition)."""
+        description = self.description or f"Custom resource definition column (in JSONPath format): {self.json_path}"
+        return {
+            "name": self.name,
+            "type": self.type,
+            "format": self.format,
+            "description": description,
+            "priority": self.priority,
+        }
+
+    def cell(self, obj: Mapping[str, Any], now: datetime.datetime | None = None) -> Any:
+        """The cell of this column for ``obj`` (None: empty, which kubectl prints as ``<none>``)."""
+        try:
+            results = find_results(self._template, obj)
+        except ValueError:
+            return None
+        if not results or not results[0]:
+            return None
+        value = results[0][0]  # "as we only support simple JSON path, we can assume to have only one result"
+        if self.type == "string":
+            return _go_print(value)
+        return _typed_cell(self.type, value, now or datetime.datetime.now(datetime.UTC))
+
+
+#: What a CRD without printer columns shows: the apiserver serves this one by default.
+AGE_COLUMN = PrinterColumn("Age", "date", ".metadata.creationTimestamp", description=_CREATION_TIMESTAMP_DESCRIPTION)
+
+
 @dataclass(frozen=True)
 class ResourceDecl:
     """A resource served by the fake cluster (what a CRD or a built-in API would declare)."""
@@ -156,6 +1041,43 @@ class ResourceDecl:
     # Custom resources and workloads maintain metadata.generation; Secrets, ConfigMaps,
     # Events, Namespaces, and Leases do not have it in a real cluster.
     generation: bool = True
+    categories: tuple[str, ...] = ()  # e.g. ("tokensync",): `kubectl get tokensync` lists them
+    # A custom resource's printer columns (its CRD version's additionalPrinterColumns): the server
+    # renders them into the Table `kubectl get` asks for; an empty tuple is a CRD without any,
+    # shown with an Age column. None: a built-in kind. The stand-in has none of the apiserver's
+    # built-in printers, so it answers Table requests for those with whole objects, from which
+    # kubectl prints NAME and AGE itself.
+    printer_columns: tuple[PrinterColumn, ...] | None = None
+
+    @classmethod
+    def from_crd(cls, crd: Mapping[str, Any], version: str | None = None) -> ResourceDecl:
+        """The declaration of a CRD's version (apiextensions.k8s.io/v1; by default its storage version)."""
+        if crd.get("apiVersion") != "apiextensions.k8s.io/v1" or crd.get("kind") != "CustomResourceDefinition":
+            raise ValueError("not an apiextensions.k8s.io/v1 CustomResourceDefinition")
+        spec, names = crd["spec"], crd["spec"]["names"]
+        versions = [v for v in spec["versions"] if (v["name"] == version if version else v.get("storage"))]
+        if len(versions) != 1:
+            raise ValueError(f"{crd['metadata']['name']}: no version {version or '(storage)'}")
+        served = versions[0]
+        return cls(
+            group=spec["group"],
+            version=served["name"],
+            plural=names["plural"],
+            kind=names["kind"],
+            namespaced=spec["scope"] == "Namespaced",
+            subresources=tuple(sorted(served.get("subresources") or {})),
+            shortnames=tuple(names.get("shortNames") or ()),
+            singular=names.get("singular") or "",
+            categories=tuple(names.get("categories") or ()),
+            printer_columns=tuple(PrinterColumn.from_crd(c) for c in served.get("additionalPrinterColumns") or ()),
+        )
+
+    @property
+    def table_columns(self) -> tuple[PrinterColumn, ...] | None:
+        """The columns the server renders after Name (Age alone for a CRD without printer columns); None: built-in."""
+        if self.printer_columns is None:
+            return None
+        return self.printer_columns or (AGE_COLUMN,)
 
     @property
     def group_version(self) -> str:
@@ -181,8 +1103,8 @@ DEFAULT_RESOURCES: tuple[ResourceDecl, ...] = (
     ResourceDecl("apps", "v1", "statefulsets", "StatefulSet", subresources=("status",), shortnames=("sts",)),
     ResourceDecl("apps", "v1", "daemonsets", "DaemonSet", subresources=("status",), shortnames=("ds",)),
     ResourceDecl("coordination.k8s.io", "v1", "leases", "Lease", generation=False),
-    ResourceDecl("tokensync.io", "v1alpha1", "clientcredentials", "ClientCredential",
-                 subresources=("status",), shortnames=("clientcred", "cc")),
+    # As the CRD declares it (its printer columns too), generated from the models as crds/ is.
+    ResourceDecl.from_crd(_crd.build_crd()),
     ResourceDecl("kopf.dev", "v1", "kopfpeerings", "KopfPeering"),
     ResourceDecl("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False),
 )  # fmt: skip
@@ -575,6 +1497,7 @@ def json_patch(doc: Any, ops: Any) -> Any:
 
 _PARTIAL = "PartialObjectMetadata"
 _PARTIAL_LIST = "PartialObjectMetadataList"
+_TABLE = "Table"
 _JSON_MEDIA_TYPES = frozenset({"application/json", "application/*", "*/*"})
 _META_GROUP_VERSIONS = frozenset({"meta.k8s.io/v1", "meta.k8s.io/v1beta1"})
 
@@ -583,7 +1506,7 @@ _META_GROUP_VERSIONS = frozenset({"meta.k8s.io/v1", "meta.k8s.io/v1beta1"})
 class _View:
     """How objects are rendered: whole (no kind), or as ``meta.k8s.io`` PartialObjectMetadata(List)."""
 
-    kind: str = ""  # "", _PARTIAL or _PARTIAL_LIST
+    kind: str = ""  # "", _PARTIAL, _PARTIAL_LIST or _TABLE
     api_version: str = ""  # "meta.k8s.io/v1" or "meta.k8s.io/v1beta1"
 
 
@@ -595,12 +1518,13 @@ def _not_acceptable(message: str) -> ApiError:
 
 
 @functools.lru_cache(maxsize=256)
-def _negotiate(accept: str) -> _View:
+def _negotiate(accept: str, tables: bool = False) -> _View:
     """The view for an Accept header: its first media type this server can serve, as the apiserver picks it.
 
     Like the apiserver, negotiation does not know whether the request is for a list: a mismatch
     (e.g. PartialObjectMetadataList on a GET of one object) fails later, in :func:`_present`.
-    Only JSON is served: YAML and protobuf media types are skipped.
+    Only JSON is served: YAML and protobuf media types are skipped. ``as=Table`` is served with
+    ``tables`` (custom resources: see :attr:`ResourceDecl.printer_columns`), and skipped otherwise.
     """
     ranges: list[tuple[float, bool, bool, str, dict[str, str]]] = []
     for item in accept.split(","):
@@ -626,6 +1550,8 @@ def _negotiate(accept: str) -> _View:
         group_version = f"{params.get('g')}/{params.get('v')}"
         if kind in (_PARTIAL, _PARTIAL_LIST) and group_version in _META_GROUP_VERSIONS:
             return _View(kind, group_version)
+        if kind == _TABLE and tables and group_version in _META_GROUP_VERSIONS:
+            return _View(kind, group_version)
     if conversion_asked:
         raise _not_acceptable("only the following media types are accepted: application/json")
     return _FULL  # lenient for plain YAML or protobuf requests: JSON, as before
@@ -647,6 +1573,44 @@ def _present(result: JsonDict, view: _View, *, is_list: bool) -> JsonDict:
         return _as_partial(result, view.api_version)
     items = [_as_partial(item, view.api_version) for item in result["items"]]
     return {"kind": _PARTIAL_LIST, "apiVersion": view.api_version, "metadata": result["metadata"], "items": items}
+
+
+_INCLUDE_OBJECT = ("", "Metadata", "None", "Object")
+
+
+def _as_table(
+    result: JsonDict, view: _View, decl: ResourceDecl, params: Mapping[str, str], *, is_list: bool
+) -> JsonDict:
+    """A response as the meta.k8s.io Table kubectl asks for (the CRD tableconvertor, then the apiserver's asTable).
+
+    Rows carry the object as ``?includeObject=`` says: its metadata (``PartialObjectMetadata``, the
+    default), the whole object (``Object``), or nothing (``None``).
+    """
+    columns = decl.table_columns
+    if columns is None:
+        raise _not_acceptable("only the following media types are accepted: application/json")
+    include = params.get("includeObject", "")
+    if include not in _INCLUDE_OBJECT:
+        raise _bad_request(
+            f"Unable to convert to Table as requested: includeObject: Invalid value: {json.dumps(include)}: "
+            "must be 'Metadata', 'Object', 'None', or empty"
+        )
+    now = datetime.datetime.now(datetime.UTC)
+    rows: list[JsonDict] = []
+    for obj in result.get("items") or [] if is_list else [result]:
+        name = (obj.get("metadata") or {}).get("name", "")
+        cells = [name, *(column.cell(obj, now) for column in columns)]
+        row_object = obj if include == "Object" else None if include == "None" else _as_partial(obj, view.api_version)
+        rows.append({"cells": cells, "object": row_object})
+    source = result.get("metadata") or {}
+    meta = {key: source[key] for key in ("resourceVersion", "continue", "remainingItemCount") if source.get(key)}
+    return {
+        "kind": _TABLE,
+        "apiVersion": view.api_version,
+        "metadata": meta,
+        "columnDefinitions": [NAME_COLUMN_DEFINITION, *(column.definition() for column in columns)],
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -1082,6 +2046,28 @@ def _without(obj: JsonDict, keys: Iterable[str]) -> JsonDict:
     return {k: v for k, v in obj.items() if k not in keys}
 
 
+def _discovery_order(entries: list[Any]) -> list[Any]:
+    """Discovery entries as the apiserver lists them: each resource, then its subresources.
+
+    Subresources have no short names or categories there (kmock copies the resource's): with them,
+    kubectl warns that "cc" could also mean clientcredentials/status.
+    """
+    groups: dict[str, list[Any]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or "name" not in entry:
+            groups.setdefault("", []).append(entry)
+            continue
+        plural, slash, _ = str(entry["name"]).partition("/")
+        if slash:
+            entry = {k: v for k, v in entry.items() if k not in ("shortNames", "categories")}
+        groups.setdefault(plural, []).append(entry)
+    return [
+        entry
+        for group in groups.values()
+        for entry in sorted(group, key=lambda e: ("/" in str(e.get("name", "")), str(e.get("name", ""))))
+    ]
+
+
 @attrs.define(kw_only=True)
 class DevClusterHandler(kmock.KubernetesEmulator):
     """kmock's Kubernetes emulator with faithful resource semantics (see the module docstring)."""
@@ -1127,6 +2113,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 kind=decl.kind,
                 singular=decl.singular or decl.kind.lower(),
                 shortnames=set(decl.shortnames),
+                categories=set(decl.categories),
                 subresources=set(decl.subresources),
                 verbs=set(_MAIN_VERBS),
             )
@@ -1137,6 +2124,8 @@ class DevClusterHandler(kmock.KubernetesEmulator):
         # kmock says "/v1" for the core group; the apiserver says "v1".
         if isinstance(payload, dict) and str(payload.get("groupVersion", "")).startswith("/"):
             payload["groupVersion"] = payload["groupVersion"][1:]
+        if isinstance(payload, dict) and isinstance(payload.get("resources"), list):
+            payload["resources"] = _discovery_order(payload["resources"])
         return payload
 
     # ----- thread-safe inspection (used by FakeCluster) -----
@@ -1383,7 +2372,7 @@ class DevClusterHandler(kmock.KubernetesEmulator):
                 self._writes[(plural, method)] += 1
         params = request.params
         name = target.name
-        view = _negotiate(request.raw.headers.get("Accept", ""))
+        view = _negotiate(request.raw.headers.get("Accept", ""), decl.printer_columns is not None)
         manager = _field_manager(request)
         if decl.namespaced and target.namespace is None and method != "GET":
             raise ApiError(405, "MethodNotAllowed", f"{method} needs a namespace for {decl.qualified_name}")
@@ -1414,7 +2403,11 @@ class DevClusterHandler(kmock.KubernetesEmulator):
             else:
                 raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method ({method})")
         # Serialised outside the lock: stored objects are replaced on writes, never mutated.
-        body = _present(result, view, is_list=name is None and method in ("GET", "DELETE"))
+        is_list = name is None and method in ("GET", "DELETE")
+        if view.kind == _TABLE:
+            body = _as_table(result, view, decl, params, is_list=is_list)
+        else:
+            body = _present(result, view, is_list=is_list)
         return aiohttp.web.Response(body=_dumps(body), status=status, content_type="application/json")
 
     @staticmethod
