@@ -238,7 +238,8 @@ def _kube_options(command: Callable[..., None]) -> Callable[..., None]:
 def _with_client(kubeconfig: str | None, context: str | None, action: Callable[[KubeClient, str], Awaitable[_T]]) -> _T:
     """Run ``action(client, default namespace)`` against the kubeconfig's cluster; API errors exit 1."""
     from .kubeapi import KubeClient, KubeError
-    from .statuscli import KubeconfigError, NotFoundError, load_kubeconfig
+    from .kubeconfig import KubeconfigError, load_kubeconfig
+    from .statuscli import NotFoundError
 
     try:
         configuration, namespace = load_kubeconfig(kubeconfig, context)

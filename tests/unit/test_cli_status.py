@@ -18,16 +18,14 @@ from click.testing import CliRunner
 from tokensync import statuscli
 from tokensync.cli import main
 from tokensync.core import parse_rfc3339, rfc3339
+from tokensync.kubeconfig import KubeconfigError, load_kubeconfig, pick_context
 from tokensync.statuscli import (
-    KubeconfigError,
     Request,
     State,
     expires_in,
     human_duration,
-    load_kubeconfig,
     next_renewal,
     overview,
-    pick_context,
     refresh_verdict,
     render,
     request_value,
