@@ -369,7 +369,11 @@ async def test_api_calls_that_never_answer_for_a_while_are_survived(
     await _every_verb_fails_for_a_while(cluster, seeded, token_server, logs, minted, hang=True)
 
 
-@pytest.mark.timeout(180)
+#: How long the API server stops answering: the issue's "a minute".
+FROZEN_FOR = 60
+
+
+@pytest.mark.timeout(240)
 async def test_a_frozen_api_server_is_survived_and_every_resource_is_ready_within_a_minute_of_the_thaw(
     cluster: FakeCluster,
     seeded: Api,
@@ -390,15 +394,16 @@ async def test_a_frozen_api_server_is_survived_and_every_resource_is_ready_withi
     await eventually(lambda: all(settled(seeded, n) for n in names), timeout=30)
     requests_before, issued_before = operator_requests(cluster), token_server.issued
 
-    # 20 s without a single answer, watch streams included: every token expires meanwhile.
+    # A minute without a single answer, watch streams included: every token expires meanwhile.
     cluster.freeze()
-    await asyncio.sleep(20)
+    await asyncio.sleep(FROZEN_FOR)
     requests_during = operator_requests(cluster) - requests_before
     exchanged = token_server.issued - issued_before
     cluster.thaw()
     thawed = time.monotonic()
-    assert requests_during <= 60, f"{requests_during} API requests while frozen: a hot loop"
-    assert exchanged <= 3 * 4, f"{exchanged} exchanges in 20 s for 3 resources"
+    # Bounded, not a hot loop: requests hang until their timeout and are retried with backoff.
+    assert requests_during <= 3 * FROZEN_FOR, f"{requests_during} API requests while frozen: a hot loop"
+    assert exchanged <= 3 * FROZEN_FOR / 5, f"{exchanged} exchanges in {FROZEN_FOR} s for 3 resources"
 
     await eventually(lambda: all(settled(seeded, n) for n in names), timeout=60, message="Ready within a minute")
     took = time.monotonic() - thawed
