@@ -9,7 +9,8 @@ shows what it can:
 - :func:`human_duration` is kubectl's own rounding of durations ("41m", "3h12m", "5d");
 - :func:`refresh_verdict` and :func:`token_is_new` decide whether a refresh request was acted on.
 
-The second part is the shell (the kubeconfig is read by ``kubeconfig.py``): the API calls (:func:`fetch`, :func:`request_refresh`, :func:`wait_for_refresh`) through the
+The second part is the shell (the kubeconfig is read by ``kubeconfig.py``): the API calls
+(:func:`fetch`, :func:`request_refresh`, :func:`wait_for_refresh`) through the
 operator's own client. Nothing here reads a Secret's data: the Secret a token lives in is read
 metadata-only, and only status fields are shown, so no secret or token can be printed.
 """
