@@ -214,7 +214,7 @@ def secret_forms(credentials: ClientCredentials) -> tuple[str, ...]:
         f"{quote(credentials.client_id, safe='')}:{quote(secret, safe='')}",
         f"{quote_plus(credentials.client_id)}:{quote_plus(secret)}",
     )
-    forms = {
+    forms = {  # a set: the same form twice is redacted once (redact() orders them)
         secret,
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
@@ -222,7 +222,7 @@ def secret_forms(credentials: ClientCredentials) -> tuple[str, ...]:
         quote_plus(secret),
         *(base64.b64encode(pair.encode()).decode() for pair in pairs),
     }
-    return tuple(sorted(forms, key=len, reverse=True))
+    return tuple(forms)
 
 
 def parse_retry_after(value: str | None) -> timedelta | None:

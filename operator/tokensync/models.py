@@ -44,7 +44,7 @@ TOKEN_KEYS = ("accessToken", "tokenType", "expiresAt", "scope")
 # validates them (k8s.io/apimachinery/pkg/util/validation).
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 _QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN)
 # https, then a host without whitespace, control characters, userinfo or backslashes, then an
 # optional path and query (no fragment: it is never sent).
 TOKEN_URL_PATTERN = r"^https://[^\s\x00-\x1f\x7f/?#@\\]+([/?][^\s\x00-\x1f\x7f#]*)?$"
@@ -61,6 +61,13 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 10m, 1h30m")
     seconds = sum(float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
+
+
+def duration_within(value: str | None, low: str, high: str, message: str) -> str | None:
+    """``value`` unchanged when it is None or a duration within [low, high]; else ``message`` as a ValueError."""
+    if value is not None and not (parse_duration(low) <= parse_duration(value) <= parse_duration(high)):
+        raise ValueError(message)
+    return value
 
 
 def qualified_name_problem(key: str) -> str | None:
@@ -196,9 +203,7 @@ class Renewal(_Model):
     @field_validator("before")
     @classmethod
     def _bounded(cls, before: str | None) -> str | None:
-        if before is not None and parse_duration(before) > parse_duration(MAX_DURATION):
-            raise ValueError(f"renewal.before must be at most {MAX_DURATION}")
-        return before
+        return duration_within(before, "0s", MAX_DURATION, f"renewal.before must be at most {MAX_DURATION}")
 
 
 class Target(_Model):
@@ -358,9 +363,7 @@ class ClientCredentialSpec(_Model):
     @field_validator("default_lifetime")
     @classmethod
     def _lifetime_bounded(cls, value: str | None) -> str | None:
-        if value is not None and not (parse_duration("10s") <= parse_duration(value) <= parse_duration(MAX_DURATION)):
-            raise ValueError(f"defaultLifetime must be between 10s and {MAX_DURATION}")
-        return value
+        return duration_within(value, "10s", MAX_DURATION, f"defaultLifetime must be between 10s and {MAX_DURATION}")
 
     def effective_token_url(self) -> str | None:
         if self.token_url:

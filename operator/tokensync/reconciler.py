@@ -319,8 +319,8 @@ class Reconciler:
                 "tokensync leaves it untouched",
             )
             return result
-        result.held = in_secret = read_token(target)
-        result.token = record.token = current_token(record.token, in_secret)
+        result.held = read_token(target)
+        result.token = record.token = current_token(record.token, result.held)
 
         inputs, result.failure = self._inputs(sources, namespace, spec, target, result.token)
         if inputs is None:
@@ -338,7 +338,7 @@ class Reconciler:
             if result.token is not None:
                 matches = result.token.fingerprint == inputs.fingerprint
                 await self._write_secret(
-                    result, record, owner, spec, target, in_secret, inputs.version if matches else None, sources
+                    result, record, owner, spec, target, inputs.version if matches else None, sources
                 )
             if result.synced and old.secret_name and old.secret_name != result.secret_name:
                 await self._retire(body, owner, spec, old.secret_name, sources)
@@ -426,7 +426,6 @@ class Reconciler:
         owner: Owner,
         spec: ClientCredentialSpec,
         target: dict[str, Any] | None,
-        in_secret: StoredToken | None,
         inputs: str | None,
         sources: Sources,
     ) -> None:
@@ -445,7 +444,7 @@ class Reconciler:
             result.failure = Failure(
                 Reason.SECRET_WRITE_FAILED, f"the API server refused to write Secret {result.secret_name!r}: {exc}"
             )
-            result.write_failed, result.token = True, in_secret
+            result.write_failed, result.token = True, result.held
             logger_for(owner).warning("Writing Secret %s failed: %s", result.secret_name, exc)
         else:
             result.synced = True

@@ -80,6 +80,20 @@ class Owner:
         return f"{self.namespace}/{self.name}"
 
 
+def _canonical(spec: models.ClientCredentialSpec, token_url: str, **extra: str) -> bytes:
+    """The request parameters of the spec (plus ``extra``) as canonical JSON: what both hashes read."""
+    material = {
+        "provider": spec.provider.value,
+        "url": token_url,
+        "scopes": spec.scopes,
+        "audience": spec.audience,
+        "auth": spec.client_authentication.value,
+        "extra": spec.extra_params,
+        **extra,
+    }
+    return json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+
+
 def fingerprint(spec: models.ClientCredentialSpec, token_url: str, credentials: ClientCredentials, key: bytes) -> str:
     """A keyed hash of everything that determines which token the endpoint mints.
 
@@ -87,18 +101,8 @@ def fingerprint(spec: models.ClientCredentialSpec, token_url: str, credentials: 
     the Secret's token still matches the spec and credentials. HMAC-SHA-256 with a key only the
     operator holds (``hashkey.py``): a reader cannot test guesses of a weak client secret offline.
     """
-    material = {
-        "provider": spec.provider.value,
-        "url": token_url,
-        "clientId": credentials.client_id,
-        "clientSecret": credentials.client_secret,
-        "scopes": spec.scopes,
-        "audience": spec.audience,
-        "auth": spec.client_authentication.value,
-        "extra": spec.extra_params,
-    }
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
-    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()[:32]
+    canonical = _canonical(spec, token_url, clientId=credentials.client_id, clientSecret=credentials.client_secret)
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()[:32]
 
 
 def inputs_version(spec: models.ClientCredentialSpec, token_url: str, credentials_version: str) -> str:
@@ -108,16 +112,7 @@ def inputs_version(spec: models.ClientCredentialSpec, token_url: str, credential
     Equal versions mean equal fingerprints, so a restart can trust the Secret's fingerprint
     without reading the credentials (a different version only means: read and compare).
     """
-    material = {
-        "provider": spec.provider.value,
-        "url": token_url,
-        "scopes": spec.scopes,
-        "audience": spec.audience,
-        "auth": spec.client_authentication.value,
-        "extra": spec.extra_params,
-    }
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
-    return f"{hashlib.sha256(canonical.encode()).hexdigest()[:16]}.{credentials_version}"
+    return f"{hashlib.sha256(_canonical(spec, token_url)).hexdigest()[:16]}.{credentials_version}"
 
 
 def _b64(value: str) -> str:
@@ -174,15 +169,15 @@ def render_secret(
     token is an older one, kept while a refresh fails).
     """
     labels = {**spec.target.labels, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+    requested = {**GITOPS_ANNOTATIONS, **spec.target.annotations}
     annotations = {
-        **GITOPS_ANNOTATIONS,
-        **spec.target.annotations,
+        **requested,
         ANNOTATION_OWNER: owner.ref,
         ANNOTATION_ISSUED_AT: rfc3339(token.issued_at),
         ANNOTATION_EXPIRES_AT: rfc3339(token.expires_at),
         ANNOTATION_CREDENTIALS_HASH: token.fingerprint,
         ANNOTATION_LIFETIME_SOURCE: token.lifetime_source,
-        ANNOTATION_MANAGED_METADATA: managed_metadata(labels, {**GITOPS_ANNOTATIONS, **spec.target.annotations}),
+        ANNOTATION_MANAGED_METADATA: managed_metadata(labels, requested),
     }
     if inputs is not None:
         annotations[ANNOTATION_INPUTS_VERSION] = inputs

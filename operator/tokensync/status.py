@@ -14,7 +14,7 @@ cert-manager's ``SetCertificateCondition``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from .core import StoredToken, rfc3339
@@ -235,14 +235,17 @@ def to_json(status: ClientCredentialStatus) -> dict[str, Any]:
     data: dict[str, Any] = status.model_dump(by_alias=True, mode="json", exclude_none=True)
     for key in ("issuedAt", "expiresAt", "renewalTime", "lastFailureTime"):
         if key in data:
-            data[key] = rfc3339(datetime.fromisoformat(data[key].replace("Z", "+00:00")))
+            data[key] = _api_time(data[key])
     if "lastRolloutRestart" in data:
-        moment = datetime.fromisoformat(data["lastRolloutRestart"]["time"].replace("Z", "+00:00"))
-        data["lastRolloutRestart"]["time"] = rfc3339(moment.astimezone(UTC))
+        data["lastRolloutRestart"]["time"] = _api_time(data["lastRolloutRestart"]["time"])
     for condition in data.get("conditions", []):
-        moment = datetime.fromisoformat(condition["lastTransitionTime"].replace("Z", "+00:00"))
-        condition["lastTransitionTime"] = rfc3339(moment.astimezone(UTC))
+        condition["lastTransitionTime"] = _api_time(condition["lastTransitionTime"])
     return data
+
+
+def _api_time(text: str) -> str:
+    """A pydantic-dumped time as the API writes it (UTC, whole seconds, ``Z``)."""
+    return rfc3339(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
